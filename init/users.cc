@@ -1,0 +1,126 @@
+#include "init/users.h"
+
+#include <fcntl.h>
+
+#include <charconv>
+#include <optional>
+#include <sstream>
+
+#include "sys/error.h"
+#include "sys/fs.h"
+
+namespace pitbox::init {
+namespace {
+
+std::vector<std::string> split(const std::string& line, char sep) {
+  std::vector<std::string> out;
+  std::string field;
+  std::istringstream in(line);
+  while (std::getline(in, field, sep)) out.push_back(field);
+  if (!line.empty() && line.back() == sep) out.emplace_back();
+  return out;
+}
+
+std::optional<uint32_t> number(const std::string& s) {
+  uint32_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+std::string read_in_root(int rootfd, const char* path) {
+  sys::UniqueFd fd = sys::open_in_root(rootfd, path, O_RDONLY);
+  if (!fd) return {};
+  return sys::read_fd(fd.get(), 4u << 20);
+}
+
+struct PasswdEntry {
+  std::string name;
+  uid_t uid;
+  gid_t gid;
+  std::string home, shell;
+};
+
+std::optional<PasswdEntry> find_user(const std::string& passwd, const std::string& name,
+                                     std::optional<uid_t> uid) {
+  std::istringstream in(passwd);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto f = split(line, ':');
+    if (f.size() < 7) continue;
+    auto u = number(f[2]);
+    auto g = number(f[3]);
+    if (!u || !g) continue;
+    if ((uid && *u == *uid) || (!uid && f[0] == name)) return PasswdEntry{f[0], *u, *g, f[5], f[6]};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Identity resolve_identity(int rootfd, const std::string& spec) {
+  std::string user = spec, group;
+  if (auto colon = spec.find(':'); colon != std::string::npos) {
+    user = spec.substr(0, colon);
+    group = spec.substr(colon + 1);
+  }
+  if (user.empty()) user = "0";
+  std::string passwd = read_in_root(rootfd, "/etc/passwd");
+  Identity id;
+  std::optional<uid_t> uid = number(user);
+  auto entry = find_user(passwd, user, uid);
+  if (entry) {
+    id.uid = entry->uid;
+    id.gid = entry->gid;
+    id.name = entry->name;
+    id.home = entry->home.empty() ? "/" : entry->home;
+    id.shell = entry->shell;
+  } else if (uid) {
+    id.uid = *uid;
+    id.gid = 0;
+    if (*uid == 0) id.home = "/root";
+  } else {
+    throw not_found("user \"" + user + "\" is not in the box's /etc/passwd");
+  }
+  std::string groups = read_in_root(rootfd, "/etc/group");
+  if (!group.empty()) {
+    if (auto g = number(group)) {
+      id.gid = *g;
+    } else {
+      bool found = false;
+      std::istringstream in(groups);
+      std::string line;
+      while (std::getline(in, line)) {
+        auto f = split(line, ':');
+        if (f.size() >= 3 && f[0] == group) {
+          if (auto g2 = number(f[2])) {
+            id.gid = *g2;
+            found = true;
+            break;
+          }
+        }
+      }
+      if (!found) throw not_found("group \"" + group + "\" is not in the box's /etc/group");
+    }
+  }
+  // Supplementary groups: every group that lists the user by name.
+  if (!id.name.empty()) {
+    std::istringstream in(groups);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto f = split(line, ':');
+      if (f.size() < 4) continue;
+      auto g = number(f[2]);
+      if (!g || *g == id.gid) continue;
+      for (const auto& member : split(f[3], ',')) {
+        if (member == id.name) {
+          id.groups.push_back(*g);
+          break;
+        }
+      }
+    }
+  }
+  return id;
+}
+
+}  // namespace pitbox::init

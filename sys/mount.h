@@ -1,0 +1,35 @@
+// The new mount API (open_tree, mount_setattr, fsopen/fsconfig/fsmount) as RAII calls.
+// Mounts made here are detached: they belong to no namespace until someone moves them in,
+// and they vanish when their last fd closes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sys/fd.h"
+
+namespace pitbox::sys {
+
+// A detached copy of the mount tree at `path` (only its top mount unless `recursive`).
+UniqueFd clone_mount(const std::string& path, bool recursive = false);
+
+// Sets and clears MOUNT_ATTR_* flags on a (detached) mount; with `userns_fd` >= 0 it also
+// idmaps the mount through that user namespace.
+void set_mount_attrs(int mount_fd, uint64_t set, uint64_t clear = 0, int userns_fd = -1,
+                     bool recursive = false);
+
+struct OverlayLayers {
+  // Read-only layers, topmost first. Each is an fd of a directory (O_PATH is enough).
+  std::vector<int> lower;
+  // The writable layer and overlayfs's scratch directory, on the same mount; -1 for a
+  // read-only overlay.
+  int upper = -1;
+  int work = -1;
+};
+
+// Creates a detached overlayfs mount with the calling thread's credentials as the mounter.
+// On failure the message includes what overlayfs logged.
+UniqueFd make_overlay(const OverlayLayers& layers);
+
+}  // namespace pitbox::sys
