@@ -58,12 +58,12 @@ SeccompBuilder& SeccompBuilder::deny_if_any_bits(const std::string& syscall, uns
   return *this;
 }
 
-SeccompBuilder& SeccompBuilder::deny_if_equal(const std::string& syscall, unsigned arg,
-                                              uint64_t value, int err) {
+SeccompBuilder& SeccompBuilder::deny_if_equal32(const std::string& syscall, unsigned arg,
+                                                uint32_t value, int err) {
   int nr = seccomp_syscall_resolve_name(syscall.c_str());
   if (nr == __NR_SCMP_ERROR) return *this;
   check(seccomp_rule_add(static_cast<scmp_filter_ctx>(ctx_), SCMP_ACT_ERRNO(err), nr, 1,
-                         SCMP_CMP(arg, SCMP_CMP_EQ, value)),
+                         SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, 0xffffffffu, value)),
         "deny " + syscall + " argument");
   return *this;
 }

@@ -47,8 +47,11 @@ class SeccompBuilder {
   // Fails the call with `err` when (argument `arg` & mask) != 0.
   SeccompBuilder& deny_if_any_bits(const std::string& syscall, unsigned arg, uint64_t mask,
                                    int err);
-  // Fails the call with `err` when argument `arg` == value.
-  SeccompBuilder& deny_if_equal(const std::string& syscall, unsigned arg, uint64_t value, int err);
+  // Fails the call with `err` when the low 32 bits of argument `arg` equal `value` (for
+  // arguments the kernel reads as 32-bit, such as ioctl requests: comparing all 64 bits would let
+  // a caller slip past with junk in the high half).
+  SeccompBuilder& deny_if_equal32(const std::string& syscall, unsigned arg, uint32_t value,
+                                  int err);
 
   SeccompProgram build();
 

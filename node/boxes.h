@@ -1,0 +1,83 @@
+// The boxes of this machine: each has a directory under <state>/boxes, an image, a writable
+// layer, an id range and a running init reached through its channel.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "node/ids.h"
+#include "runtime/runtime.h"
+#include "storage/images.h"
+#include "sys/cgroup.h"
+
+namespace pitbox::node {
+
+struct BoxRequest {
+  std::string image = "host";
+  std::string hostname;  // defaults to the box id
+  sys::CgroupLimits limits;
+  // A one-shot box (pitbox run) dies with the process that made it; whatever it leaves on
+  // disk is swept by the next one.
+  bool one_shot = false;
+};
+
+class LocalBox {
+ public:
+  LocalBox(std::string id, std::string dir, sys::UniqueFd lock, IdLease ids, storage::Image image,
+           std::unique_ptr<runtime::Box> box, runtime::Runtime& runtime);
+  ~LocalBox();
+  LocalBox(const LocalBox&) = delete;
+  LocalBox& operator=(const LocalBox&) = delete;
+
+  const std::string& id() const { return id_; }
+  const storage::Image& image() const { return image_; }
+  const runtime::IdMapping& ids() const { return ids_.ids(); }
+  runtime::Box& box() { return *box_; }
+  sys::CgroupStats stats() const { return box_ ? box_->stats() : sys::CgroupStats{}; }
+
+  // Kills the box and removes everything it had on this machine. Idempotent.
+  void destroy();
+
+ private:
+  std::string id_;
+  std::string dir_;
+  sys::UniqueFd lock_;
+  IdLease ids_;
+  storage::Image image_;
+  std::unique_ptr<runtime::Box> box_;
+  runtime::Runtime& runtime_;
+  bool destroyed_ = false;
+};
+
+class Boxes {
+ public:
+  struct Options {
+    std::string state_dir;
+    std::string init_path;
+    std::string ids_dir = "/run/pitbox/ids";
+    std::string cgroup_parent = "pitbox";
+  };
+  explicit Boxes(Options options);
+  ~Boxes();
+
+  // Makes and starts a box; when this throws, nothing of it is left.
+  std::unique_ptr<LocalBox> create(const BoxRequest& request);
+  // Removes what one-shot boxes of processes that died left behind. Returns how many.
+  int sweep();
+
+  storage::ImageStore& images() { return images_; }
+  runtime::Runtime& runtime() { return *runtime_; }
+  const std::string& boxes_dir() const { return boxes_dir_; }
+
+ private:
+  Options options_;
+  std::string boxes_dir_;
+  storage::ImageStore images_;
+  IdAllocator id_allocator_;
+  std::unique_ptr<runtime::Runtime> runtime_;
+};
+
+// Where pitbox-init is: $PITBOX_INIT, else beside the running executable.
+std::string find_init_binary();
+
+}  // namespace pitbox::node

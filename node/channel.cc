@@ -1,0 +1,256 @@
+#include "node/channel.h"
+
+#include <boost/asio/redirect_error.hpp>
+
+namespace pitbox::node {
+
+using nlohmann::json;
+using proto::FrameType;
+
+asio::awaitable<void> Notifier::wait() {
+  boost::system::error_code ec;
+  co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Process::Process(std::shared_ptr<Channel> channel, uint32_t stream)
+    : channel_(std::move(channel)), stream_(stream), changed_(channel_->ex_) {}
+
+asio::awaitable<ProcessEvent> Process::next() {
+  while (events_.empty()) {
+    if (exited_) co_return ProcessEvent{ProcessEvent::Kind::exit, {}, exit_status_};
+    if (channel_->error_) throw *channel_->error_;
+    co_await changed_.wait();
+  }
+  ProcessEvent ev = std::move(events_.front());
+  events_.pop_front();
+  if (ev.kind != ProcessEvent::Kind::exit && !ev.data.empty()) {
+    channel_->send(FrameType::window, stream_,
+                   proto::encode_window(static_cast<uint32_t>(ev.data.size())));
+  }
+  co_return ev;
+}
+
+asio::awaitable<void> Process::write_stdin(std::string_view data) {
+  while (!data.empty()) {
+    while (stdin_credit_ == 0 && !exited_) {
+      channel_->check_open();
+      co_await changed_.wait();
+    }
+    if (exited_) co_return;  // nobody left to read it
+    size_t n = std::min<size_t>({data.size(), stdin_credit_, proto::kDataChunk});
+    channel_->send(FrameType::stdin, stream_, data.substr(0, n));
+    stdin_credit_ -= static_cast<uint32_t>(n);
+    data.remove_prefix(n);
+  }
+}
+
+void Process::close_stdin() {
+  if (!exited_ && !channel_->error_) channel_->send(FrameType::stdin, stream_, "");
+}
+
+// (GCC 12 cannot keep braced JSON literals in a coroutine frame: they are built out here.)
+namespace {
+json signal_request(uint32_t target, int sig, bool group) {
+  return {{"op", "signal"}, {"target", target}, {"signal", sig}, {"group", group}};
+}
+json resize_request(uint32_t target, uint16_t rows, uint16_t cols) {
+  return {{"op", "resize"}, {"target", target}, {"rows", rows}, {"cols", cols}};
+}
+}  // namespace
+
+asio::awaitable<void> Process::signal(int sig, bool group) {
+  if (exited_) co_return;
+  co_await channel_->call(signal_request(stream_, sig, group));
+}
+
+asio::awaitable<void> Process::resize(uint16_t rows, uint16_t cols) {
+  if (exited_) co_return;
+  co_await channel_->call(resize_request(stream_, rows, cols));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Channel::Channel(const asio::any_io_executor& ex, sys::UniqueFd fd)
+    : ex_(ex), socket_(ex, fd.release()), changed_(ex) {}
+
+Channel::~Channel() {
+  boost::system::error_code ec;
+  socket_.close(ec);
+}
+
+void Channel::check_open() const {
+  if (error_) throw *error_;
+}
+
+uint32_t Channel::next_stream() {
+  if (++last_stream_ == 0) ++last_stream_;
+  return last_stream_;
+}
+
+void Channel::close() { fail(Error(ErrorCode::unavailable, "the box's channel was closed")); }
+
+void Channel::fail(const Error& e) {
+  if (!error_) error_ = e;
+  boost::system::error_code ec;
+  socket_.close(ec);
+  changed_.notify();
+  for (auto& [stream, weak] : processes_) {
+    if (auto p = weak.lock()) p->changed_.notify();
+  }
+}
+
+void Channel::send(FrameType type, uint32_t stream, std::string_view payload) {
+  if (error_) return;
+  proto::append_frame(outbox_, type, stream, payload);
+  if (!writing_) start_write();
+}
+
+void Channel::start_write() {
+  writing_ = true;
+  inflight_.swap(outbox_);
+  asio::async_write(socket_, asio::buffer(inflight_),
+                    [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                      self->writing_ = false;
+                      self->inflight_.clear();
+                      if (ec) {
+                        self->fail(Error(ErrorCode::unavailable,
+                                         "writing to the box's channel: " + ec.message()));
+                      } else if (!self->outbox_.empty()) {
+                        self->start_write();
+                      }
+                    });
+}
+
+asio::awaitable<void> Channel::read_loop() {
+  auto self = shared_from_this();
+  std::string buf(64 * 1024, '\0');
+  try {
+    for (;;) {
+      size_t n = co_await socket_.async_read_some(asio::buffer(buf), asio::use_awaitable);
+      decoder_.feed(std::string_view(buf.data(), n));
+      while (auto frame = decoder_.next()) dispatch(*frame);
+    }
+  } catch (const boost::system::system_error& e) {
+    fail(Error(ErrorCode::unavailable,
+               e.code() == asio::error::eof
+                   ? "the box's init closed its channel"
+                   : "reading from the box's channel: " + e.code().message()));
+  } catch (const Error& e) {
+    fail(Error(ErrorCode::unavailable, "the box's init broke the protocol: " + e.message()));
+  } catch (const json::exception& e) {
+    fail(Error(ErrorCode::unavailable, std::string("the box's init sent bad JSON: ") + e.what()));
+  }
+}
+
+void Channel::dispatch(proto::Frame& frame) {
+  auto process = [&]() -> std::shared_ptr<Process> {
+    auto it = processes_.find(frame.stream);
+    return it == processes_.end() ? nullptr : it->second.lock();
+  };
+  switch (frame.type) {
+    case FrameType::hello:
+      hello_ = proto::parse_payload(frame.payload, "hello").get<proto::Hello>();
+      changed_.notify();
+      return;
+    case FrameType::response:
+      responses_[frame.stream] = proto::parse_payload(frame.payload, "response");
+      changed_.notify();
+      return;
+    case FrameType::stdout:
+    case FrameType::stderr:
+      if (auto p = process()) {
+        if (frame.payload.empty()) return;  // end of that stream; the exit follows
+        p->events_.push_back({frame.type == FrameType::stdout ? ProcessEvent::Kind::stdout
+                                                              : ProcessEvent::Kind::stderr,
+                              std::move(frame.payload),
+                              {}});
+        p->changed_.notify();
+      }
+      return;
+    case FrameType::exit:
+      if (auto p = process()) {
+        p->exited_ = true;
+        p->exit_status_ = proto::exit_from_json(proto::parse_payload(frame.payload, "exit"));
+        p->events_.push_back({ProcessEvent::Kind::exit, {}, p->exit_status_});
+        p->changed_.notify();
+      }
+      processes_.erase(frame.stream);
+      return;
+    case FrameType::window:
+      if (auto p = process()) {
+        auto inc = proto::decode_window(frame.payload);
+        if (!inc) throw invalid_argument("malformed window frame");
+        p->stdin_credit_ += *inc;
+        p->changed_.notify();
+      }
+      return;
+    case FrameType::data:
+      return;  // file transfers are not used by this client yet
+    case FrameType::request:
+    case FrameType::stdin:
+      throw invalid_argument(std::string("init sent a ") +
+                             std::string(proto::to_string(frame.type)) + " frame");
+  }
+}
+
+asio::awaitable<proto::Hello> Channel::handshake() {
+  if (!reading_) {
+    reading_ = true;
+    asio::co_spawn(ex_, read_loop(), asio::detached);
+    send(FrameType::hello, 0,
+         json(proto::Hello{proto::kVersion, std::string("pitbox/") + PITBOX_VERSION, {}}).dump());
+  }
+  while (!hello_) {
+    check_open();
+    co_await changed_.wait();
+  }
+  if (hello_->version != proto::kVersion) {
+    throw Error(ErrorCode::unavailable, "the box's init speaks protocol version " +
+                                            std::to_string(hello_->version) + ", not " +
+                                            std::to_string(proto::kVersion));
+  }
+  co_return *hello_;
+}
+
+asio::awaitable<json> Channel::response(uint32_t stream) {
+  for (;;) {
+    if (auto it = responses_.find(stream); it != responses_.end()) {
+      json r = std::move(it->second);
+      responses_.erase(it);
+      co_return r;
+    }
+    check_open();
+    co_await changed_.wait();
+  }
+}
+
+asio::awaitable<json> Channel::call(json request) {
+  check_open();
+  uint32_t stream = next_stream();
+  send(FrameType::request, stream, request.dump());
+  co_return proto::unwrap_response(co_await response(stream));
+}
+
+asio::awaitable<std::shared_ptr<Process>> Channel::spawn(proto::SpawnRequest request) {
+  check_open();
+  if (request.window == 0) request.window = proto::kDefaultWindow;
+  uint32_t stream = next_stream();
+  auto p = std::make_shared<Process>(shared_from_this(), stream);
+  processes_[stream] = p;
+  send(FrameType::request, stream, json(request).dump());
+  json reply;
+  try {
+    reply = proto::unwrap_response(co_await response(stream));
+  } catch (...) {
+    processes_.erase(stream);
+    throw;
+  }
+  auto r = reply.get<proto::SpawnReply>();
+  p->pid_ = r.pid;
+  p->stdin_credit_ = r.stdin_window;
+  co_return p;
+}
+
+}  // namespace pitbox::node

@@ -1,0 +1,19 @@
+#include "runtime/container/cgroup.h"
+
+#include <sched.h>
+
+#include "sys/raw_syscall.h"
+
+namespace pitbox::runtime::container {
+
+std::unique_ptr<sys::Cgroup> create_box_cgroup(sys::Cgroups& cgroups, const BoxSpec& spec) {
+  return cgroups.create(spec.id, spec.limits);
+}
+
+int child_enter_cgroup_namespace(ChildFailure* f) {
+  long rc = sys::raw::call(SYS_unshare, CLONE_NEWCGROUP);
+  if (rc < 0) return child::fail(f, Step::cgroup_namespace, rc, "unshare");
+  return 0;
+}
+
+}  // namespace pitbox::runtime::container

@@ -1,0 +1,18 @@
+// The seccomp filter every box process runs under: everything Docker's default profile denies,
+// plus the newer mount and io_uring calls.
+#pragma once
+
+#include <linux/filter.h>
+
+#include "runtime/container/child.h"
+#include "sys/seccomp.h"
+
+namespace pitbox::runtime::container {
+
+// Parent: compiles the default filter (once per runtime).
+sys::SeccompProgram default_seccomp_program();
+
+// Child: sets no_new_privs and loads the program. Must be the last step before exec.
+int child_load_seccomp(const sock_fprog* prog, ChildFailure* f);
+
+}  // namespace pitbox::runtime::container
