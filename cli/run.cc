@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cerrno>
 #include <cstdio>
@@ -88,6 +89,15 @@ void write_out(int fd, std::string_view data) {
   }
 }
 
+// Whether epoll can wait on `fd`: pipes, sockets and terminals yes; regular files and devices
+// such as /dev/null no (they are always ready).
+bool pollable(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return false;
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return true;
+  return S_ISCHR(st.st_mode) && ::isatty(fd);
+}
+
 class Session {
  public:
   // Catches signals from here on, so that ^C while the box starts still cleans up.
@@ -124,7 +134,7 @@ class Session {
  private:
   asio::awaitable<void> main() {
     channel_ = std::make_shared<node::Channel>(io_.get_executor(), box_->box().take_channel());
-    co_await channel_->handshake();
+    channel_->start();  // the spawn request follows the hello without waiting for init's
     proto::SpawnRequest req;
     req.argv = options_.command;
     req.env = command_env(options_, box_->image());
@@ -161,19 +171,19 @@ class Session {
     auto process = process_;
     char buf[65536];
     std::optional<asio::posix::stream_descriptor> in;
-    int fd = ::dup(STDIN_FILENO);
-    if (fd >= 0) {
-      try {
-        in.emplace(io_, fd);
-      } catch (const boost::system::system_error&) {
-        ::close(fd);  // not pollable (a regular file, /dev/null): plain reads never block
-      }
+    if (pollable(STDIN_FILENO)) {
+      int fd = ::dup(STDIN_FILENO);
+      if (fd >= 0) in.emplace(io_, fd);
     }
     stdin_ = in ? &*in : nullptr;
     try {
       for (;;) {
-        if (in)
-          co_await in->async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
+        if (in) {
+          boost::system::error_code ec;  // cancelled at the end: not worth an exception
+          co_await in->async_wait(asio::posix::stream_descriptor::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) break;
+        }
         ssize_t n = ::read(in ? in->native_handle() : STDIN_FILENO, buf, sizeof buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) break;

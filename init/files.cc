@@ -1,6 +1,5 @@
 #include "init/files.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -121,16 +120,11 @@ json do_list(int rootfd, const json& req) {
   }
   std::string after = req.value("after", std::string());
   sys::UniqueFd fd = open_path(rootfd, path, O_RDONLY | O_DIRECTORY, "list");
-  int dupfd = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
-  DIR* dir = dupfd >= 0 ? ::fdopendir(dupfd) : nullptr;
-  if (!dir) fail("list", path);
   std::vector<std::string> names;
-  while (dirent* e = ::readdir(dir)) {
-    std::string n = e->d_name;
-    if (n == "." || n == ".." || (!after.empty() && n <= after)) continue;
-    names.push_back(std::move(n));
+  for (auto& e : sys::read_dir(fd.get())) {
+    if (!after.empty() && e.name <= after) continue;
+    names.push_back(std::move(e.name));
   }
-  ::closedir(dir);
   std::sort(names.begin(), names.end());
   bool more = names.size() > limit;
   if (more) names.resize(limit);

@@ -15,12 +15,11 @@
 
 #include "init/loop.h"
 #include "init/server.h"
+#include "init/signals.h"
 #include "sys/error.h"
 #include "sys/fs.h"
 
 namespace {
-
-constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
 void usage() {
   std::fprintf(stderr, "usage: pitbox-init [--channel-fd N] [--root DIR]\n");
@@ -54,17 +53,24 @@ int main(int argc, char** argv) {
     ::prctl(PR_SET_DUMPABLE, 0);
     if (::getpid() != 1) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
 
+    // Start from default dispositions: whatever started init may have ignored signals, and
+    // ignored signals survive exec into every process of the box.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+    }
     sigset_t mask;
     sigemptyset(&mask);
     struct sigaction sa {};
     sa.sa_handler = on_signal;
-    for (int sig : kForwarded) {
+    for (int sig : pitbox::init::kForwardedSignals) {
       ::sigaction(sig, &sa, nullptr);
       sigaddset(&mask, sig);
     }
     ::sigaction(SIGCHLD, &sa, nullptr);
     sigaddset(&mask, SIGCHLD);
-    ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+    ::sigprocmask(SIG_SETMASK, &mask, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
     pitbox::sys::UniqueFd sigfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd) pitbox::throw_errno("signalfd");

@@ -14,6 +14,7 @@
 #include <map>
 #include <vector>
 
+#include "init/signals.h"
 #include "init/users.h"
 #include "sys/error.h"
 #include "sys/fs.h"
@@ -57,7 +58,8 @@ struct ChildArgs {
 int child_main(void* arg) {
   using sys::raw::call;
   const auto* a = static_cast<const ChildArgs*>(arg);
-  // Default dispositions and an empty mask: init's own signal set-up is not the child's.
+  // Default dispositions for what init changed (it reset all others when it started) and an
+  // empty mask.
   struct {
     void* handler;
     unsigned long flags;
@@ -65,9 +67,7 @@ int child_main(void* arg) {
     uint64_t mask;
   } dfl{};
   dfl.handler = nullptr;  // SIG_DFL
-  for (int sig = 1; sig <= 64; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) call(SYS_rt_sigaction, sig, &dfl, 0, 8);
-  }
+  for (int sig : kInitSignals) call(SYS_rt_sigaction, sig, &dfl, 0, 8);
   uint64_t empty = 0;
   call(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
 

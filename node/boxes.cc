@@ -1,6 +1,5 @@
 #include "node/boxes.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -9,7 +8,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <nlohmann/json.hpp>
 
 #include "runtime/container/container.h"
 #include "storage/rootfs.h"
@@ -20,11 +18,21 @@ namespace pitbox::node {
 
 namespace {
 
-constexpr const char* kOneShotOwner = "one-shot";
-
 void make_private_dir(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700) return;
   sys::make_dirs(path, 0700);
-  ::chmod(path.c_str(), 0700);
+  if (::chmod(path.c_str(), 0700) != 0) throw_errno("chmod " + path);
+}
+
+// A directory older than this without its lock taken was left by a creator that died.
+constexpr auto kAbandonedAfter = std::chrono::minutes(1);
+
+bool older_than(const std::string& path, std::chrono::seconds age) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return false;
+  return std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) >
+         age;
 }
 
 }  // namespace
@@ -44,11 +52,12 @@ std::string find_init_binary() {
               "pitbox-init not found beside the pitbox binary (set PITBOX_INIT to its path)");
 }
 
-LocalBox::LocalBox(std::string id, std::string dir, sys::UniqueFd lock, IdLease ids,
-                   storage::Image image, std::unique_ptr<runtime::Box> box,
+LocalBox::LocalBox(std::string id, std::string dir, std::string run_dir, sys::UniqueFd lock,
+                   IdLease ids, storage::Image image, std::unique_ptr<runtime::Box> box,
                    runtime::Runtime& runtime)
     : id_(std::move(id)),
       dir_(std::move(dir)),
+      run_dir_(std::move(run_dir)),
       lock_(std::move(lock)),
       ids_(std::move(ids)),
       image_(std::move(image)),
@@ -78,7 +87,10 @@ void LocalBox::destroy() {
     if (box_) box_->destroy();
   });
   step([&] { runtime_.remove_leftovers(id_); });
-  step([&] { sys::remove_tree(dir_); });
+  step([&] {
+    if (!dir_.empty()) sys::remove_tree(dir_);
+  });
+  step([&] { sys::remove_tree(run_dir_); });
   box_.reset();
   lock_.reset();
   ids_ = IdLease();
@@ -88,10 +100,17 @@ void LocalBox::destroy() {
 Boxes::Boxes(Options options)
     : options_(std::move(options)),
       boxes_dir_(options_.state_dir + "/boxes"),
+      mount_dir_(options_.state_dir + "/mnt"),
+      run_boxes_dir_(options_.run_dir + "/boxes"),
+      run_one_shot_dir_(options_.run_dir + "/one-shot"),
       images_(options_.state_dir),
-      id_allocator_(options_.ids_dir) {
-  make_private_dir(options_.state_dir);
-  make_private_dir(boxes_dir_);
+      id_allocator_(options_.run_dir + "/ids") {
+  // Box files are stored with in-box ids (a box's setuid-root binary is setuid root on disk):
+  // nobody but root may walk into the state directory.
+  for (const auto& d : {options_.state_dir, boxes_dir_, mount_dir_, options_.run_dir,
+                        run_boxes_dir_, run_one_shot_dir_}) {
+    make_private_dir(d);
+  }
   if (options_.init_path.empty()) options_.init_path = find_init_binary();
   runtime_ = std::make_unique<runtime::container::ContainerRuntime>(
       runtime::container::ContainerRuntime::Options{options_.init_path, options_.cgroup_parent});
@@ -99,60 +118,66 @@ Boxes::Boxes(Options options)
 
 Boxes::~Boxes() = default;
 
+void Boxes::remove_box_files(const std::string& id, const std::string& dir,
+                             const std::string& run_dir) {
+  runtime_->remove_leftovers(id);
+  if (!dir.empty()) sys::remove_tree(dir);
+  sys::remove_tree(run_dir);
+}
+
 std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
   storage::Image image = images_.get(request.image);
   std::string id = new_box_id();
-  std::string dir = boxes_dir_ + "/" + id;
-  if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("mkdir " + dir);
-  sys::UniqueFd lock;
-  IdLease ids;
+  const std::string& run_parent = request.one_shot ? run_one_shot_dir_ : run_boxes_dir_;
+  std::string run_dir = run_parent + "/" + id;
+  std::string dir = request.one_shot ? std::string() : boxes_dir_ + "/" + id;
+  // The run directory gets its name only once its lock is held, so that a sweeper never takes
+  // a box being made for one left behind.
+  std::string staging = run_parent + "/.new-" + id;
+  if (::mkdir(staging.c_str(), 0700) != 0) throw_errno("mkdir " + staging);
+  bool named = false;
   try {
-    // The lock is taken before box.json exists: a sweeper only looks at boxes with a box.json.
-    lock = sys::UniqueFd(::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!lock || ::flock(lock.get(), LOCK_EX) != 0) throw_errno("locking " + dir);
-    ids = id_allocator_.acquire();
+    sys::UniqueFd lock(::open((staging + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock || ::flock(lock.get(), LOCK_EX) != 0) throw_errno("locking " + staging);
+    if (::rename(staging.c_str(), run_dir.c_str()) != 0) throw_errno("rename " + staging);
+    named = true;
+    IdLease ids = id_allocator_.acquire();
     std::string hostname = request.hostname.empty() ? id : request.hostname;
-    nlohmann::json meta = {{"id", id},
-                           {"image", image.name},
-                           {"hostname", hostname},
-                           {"owner", request.one_shot ? kOneShotOwner : "node"},
-                           {"pid", ::getpid()}};
-    sys::write_file(dir + "/box.json", meta.dump() + "\n", 0600);
-
-    storage::WritableLayer layer = storage::create_writable_layer(dir);
-    std::string mountpoint = dir + "/rootfs";
-    if (::mkdir(mountpoint.c_str(), 0755) != 0) throw_errno("mkdir " + mountpoint);
-    std::string hosts = dir + "/hosts";
+    std::string hosts = run_dir + "/hosts";
     sys::write_file(hosts,
                     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" +
                         hostname + "\n",
                     0644);
     // The box's root may edit its /etc/hosts.
-    if (::chown(hosts.c_str(), ids.ids().host_base, ids.ids().host_base) != 0)
+    if (::chown(hosts.c_str(), ids.ids().host_base, ids.ids().host_base) != 0) {
       throw_errno("chown " + hosts);
+    }
 
     runtime::BoxSpec spec;
     spec.id = id;
     spec.hostname = hostname;
     spec.rootfs.layers = image.layers;
-    spec.rootfs.upper = layer.upper;
-    spec.rootfs.work = layer.work;
-    spec.rootfs.mountpoint = mountpoint;
     spec.rootfs.binds = image.binds;
+    spec.rootfs.mountpoint = mount_dir_;
+    if (request.one_shot) {
+      spec.rootfs.ephemeral = true;
+      spec.rootfs.ephemeral_size = request.limits.memory_bytes;
+    } else {
+      if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("mkdir " + dir);
+      storage::WritableLayer layer = storage::create_writable_layer(dir);
+      spec.rootfs.upper = layer.upper;
+      spec.rootfs.work = layer.work;
+    }
     spec.ids = ids.ids();
     spec.limits = request.limits;
     spec.hosts_file = hosts;
     spec.die_with_parent = request.one_shot;
     std::unique_ptr<runtime::Box> box = runtime_->start(spec);
-    return std::make_unique<LocalBox>(id, dir, std::move(lock), std::move(ids), std::move(image),
-                                      std::move(box), *runtime_);
+    return std::make_unique<LocalBox>(id, dir, run_dir, std::move(lock), std::move(ids),
+                                      std::move(image), std::move(box), *runtime_);
   } catch (...) {
     try {
-      runtime_->remove_leftovers(id);
-    } catch (...) {
-    }
-    try {
-      sys::remove_tree(dir);
+      remove_box_files(id, dir, named ? run_dir : staging);
     } catch (...) {
     }
     throw;
@@ -161,33 +186,20 @@ std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
 
 int Boxes::sweep() {
   int swept = 0;
-  DIR* d = ::opendir(boxes_dir_.c_str());
-  if (!d) return 0;
-  std::vector<std::string> ids;
-  while (dirent* e = ::readdir(d)) {
-    if (is_box_id(e->d_name)) ids.emplace_back(e->d_name);
-  }
-  ::closedir(d);
-  for (const auto& id : ids) {
-    std::string dir = boxes_dir_ + "/" + id;
-    try {
-      nlohmann::json meta = nlohmann::json::parse(sys::read_file(dir + "/box.json"));
-      if (meta.value("owner", "") != kOneShotOwner) continue;
-    } catch (const std::exception&) {
-      // No (complete) box.json: being created right now, or its creator died in the first
-      // microseconds. Only the latter is old.
-      struct stat st;
-      if (::stat(dir.c_str(), &st) == 0 &&
-          std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) <
-              std::chrono::minutes(1)) {
-        continue;
-      }
+  for (const auto& entry : sys::read_dir(run_one_shot_dir_)) {
+    std::string run_dir = run_one_shot_dir_ + "/" + entry.name;
+    std::string id = entry.name;
+    if (entry.name.rfind(".new-", 0) == 0) {
+      // A creator that died between mkdir and rename; young ones may still be in the making.
+      if (!older_than(run_dir, kAbandonedAfter)) continue;
+      id = entry.name.substr(5);
+    } else if (!is_box_id(entry.name)) {
+      continue;
     }
-    sys::UniqueFd lock(::open((dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
-    if (lock && ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its owner is alive
+    sys::UniqueFd lock(::open((run_dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
+    if (lock && ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its owner lives
     try {
-      runtime_->remove_leftovers(id);
-      sys::remove_tree(dir);
+      remove_box_files(id, "", run_dir);
       ++swept;
     } catch (const std::exception&) {
       // Try again next time.

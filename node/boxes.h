@@ -1,5 +1,7 @@
-// The boxes of this machine: each has a directory under <state>/boxes, an image, a writable
-// layer, an id range and a running init reached through its channel.
+// The boxes of this machine. A box has a directory under the run directory (memory backed:
+// /run/pitbox/boxes/<id>, or /run/pitbox/one-shot/<id> for pitbox run) with its lock and small
+// files such as its /etc/hosts. A persistent box also has <state>/boxes/<id> with its writable
+// layer; a one-shot box keeps its writable layer in memory and has nothing on disk.
 #pragma once
 
 #include <memory>
@@ -23,13 +25,14 @@ struct BoxRequest {
 
 class LocalBox {
  public:
-  LocalBox(std::string id, std::string dir, sys::UniqueFd lock, IdLease ids, storage::Image image,
-           std::unique_ptr<runtime::Box> box, runtime::Runtime& runtime);
+  LocalBox(std::string id, std::string dir, std::string run_dir, sys::UniqueFd lock, IdLease ids,
+           storage::Image image, std::unique_ptr<runtime::Box> box, runtime::Runtime& runtime);
   ~LocalBox();
   LocalBox(const LocalBox&) = delete;
   LocalBox& operator=(const LocalBox&) = delete;
 
   const std::string& id() const { return id_; }
+  const std::string& dir() const { return dir_; }  // "" for one-shot boxes
   const storage::Image& image() const { return image_; }
   const runtime::IdMapping& ids() const { return ids_.ids(); }
   runtime::Box& box() { return *box_; }
@@ -41,6 +44,7 @@ class LocalBox {
  private:
   std::string id_;
   std::string dir_;
+  std::string run_dir_;
   sys::UniqueFd lock_;
   IdLease ids_;
   storage::Image image_;
@@ -53,8 +57,8 @@ class Boxes {
  public:
   struct Options {
     std::string state_dir;
-    std::string init_path;
-    std::string ids_dir = "/run/pitbox/ids";
+    std::string init_path;  // default: find_init_binary()
+    std::string run_dir = "/run/pitbox";
     std::string cgroup_parent = "pitbox";
   };
   explicit Boxes(Options options);
@@ -67,11 +71,15 @@ class Boxes {
 
   storage::ImageStore& images() { return images_; }
   runtime::Runtime& runtime() { return *runtime_; }
-  const std::string& boxes_dir() const { return boxes_dir_; }
 
  private:
+  void remove_box_files(const std::string& id, const std::string& dir, const std::string& run_dir);
+
   Options options_;
-  std::string boxes_dir_;
+  std::string boxes_dir_;  // <state>/boxes: writable layers of persistent boxes
+  std::string mount_dir_;  // <state>/mnt: where boxes attach their root (each in its own namespace)
+  std::string run_boxes_dir_;     // <run>/boxes
+  std::string run_one_shot_dir_;  // <run>/one-shot
   storage::ImageStore images_;
   IdAllocator id_allocator_;
   std::unique_ptr<runtime::Runtime> runtime_;

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include "node/channel.h"
-#include "runtime/container/container.h"
 #include "sys/error.h"
 #include "sys/fs.h"
 
@@ -18,8 +17,10 @@ class BoxesTest : public ::testing::Test {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root";
     char tmpl[] = "/tmp/pitbox-boxes-test-XXXXXX";
     state_ = ::mkdtemp(tmpl);
-    boxes_ = std::make_unique<Boxes>(Boxes::Options{
-        .state_dir = state_, .init_path = PITBOX_INIT_PATH, .cgroup_parent = "pitbox-test"});
+    boxes_ = std::make_unique<Boxes>(Boxes::Options{.state_dir = state_,
+                                                    .init_path = PITBOX_INIT_PATH,
+                                                    .run_dir = state_ + "/run",
+                                                    .cgroup_parent = "pitbox-test"});
   }
   void TearDown() override {
     boxes_.reset();
@@ -61,16 +62,17 @@ class BoxesTest : public ::testing::Test {
 
 TEST_F(BoxesTest, CreateRunDestroyLeavesNothing) {
   auto box = boxes_->create({.image = "busybox"});
-  std::string dir = boxes_->boxes_dir() + "/" + box->id();
+  std::string dir = box->dir();
+  EXPECT_EQ(dir, state_ + "/boxes/" + box->id());
   EXPECT_TRUE(sys::is_dir(dir));
-  auto* runtime = dynamic_cast<runtime::container::ContainerRuntime*>(&boxes_->runtime());
-  (void)runtime;
+  EXPECT_TRUE(sys::exists(state_ + "/run/boxes/" + box->id() + "/hosts"));
   auto [code, out] = run(*box, {"sh", "-c", "echo hello from $(hostname); exit 7"});
   EXPECT_EQ(code, 7);
   EXPECT_EQ(out, "hello from " + box->id() + "\n");
   std::string id = box->id();
   box->destroy();
   EXPECT_FALSE(sys::exists(dir));
+  EXPECT_FALSE(sys::exists(state_ + "/run/boxes/" + id));
   EXPECT_FALSE(sys::exists("/sys/fs/cgroup/memory/pitbox-test/" + id));
   EXPECT_FALSE(sys::exists("/sys/fs/cgroup/pids/pitbox-test/" + id));
 }
@@ -86,6 +88,9 @@ TEST_F(BoxesTest, RefusedLimitLeavesNothing) {
     EXPECT_NE(e.message().find("cpu"), std::string::npos) << e.message();
   }
   EXPECT_EQ(boxes_->sweep(), 0);
+  EXPECT_TRUE(sys::read_dir(state_ + "/boxes").empty());
+  EXPECT_TRUE(sys::read_dir(state_ + "/run/boxes").empty());
+  EXPECT_FALSE(sys::exists("/sys/fs/cgroup/cpu/pitbox-test/" + std::string("x")));
   auto left = sys::read_file("/proc/self/mountinfo");
   EXPECT_EQ(left.find(state_), std::string::npos);
 }

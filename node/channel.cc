@@ -125,18 +125,25 @@ void Channel::start_write() {
 
 asio::awaitable<void> Channel::read_loop() {
   auto self = shared_from_this();
-  std::string buf(64 * 1024, '\0');
+  // Left uninitialised: a page costs a fault only once a read reaches it.
+  constexpr size_t kBufferSize = 64 * 1024;
+  std::unique_ptr<char[]> buf(new char[kBufferSize]);
   try {
     for (;;) {
-      size_t n = co_await socket_.async_read_some(asio::buffer(buf), asio::use_awaitable);
-      decoder_.feed(std::string_view(buf.data(), n));
+      // End of stream and cancellation are ordinary here: no exceptions for them (the first
+      // exception of a process costs a scan of its unwind tables).
+      boost::system::error_code ec;
+      size_t n = co_await socket_.async_read_some(asio::buffer(buf.get(), kBufferSize),
+                                                  asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        fail(Error(ErrorCode::unavailable,
+                   ec == asio::error::eof ? "the box's init closed its channel"
+                                          : "reading from the box's channel: " + ec.message()));
+        co_return;
+      }
+      decoder_.feed(std::string_view(buf.get(), n));
       while (auto frame = decoder_.next()) dispatch(*frame);
     }
-  } catch (const boost::system::system_error& e) {
-    fail(Error(ErrorCode::unavailable,
-               e.code() == asio::error::eof
-                   ? "the box's init closed its channel"
-                   : "reading from the box's channel: " + e.code().message()));
   } catch (const Error& e) {
     fail(Error(ErrorCode::unavailable, "the box's init broke the protocol: " + e.message()));
   } catch (const json::exception& e) {
@@ -150,10 +157,16 @@ void Channel::dispatch(proto::Frame& frame) {
     return it == processes_.end() ? nullptr : it->second.lock();
   };
   switch (frame.type) {
-    case FrameType::hello:
-      hello_ = proto::parse_payload(frame.payload, "hello").get<proto::Hello>();
+    case FrameType::hello: {
+      auto hello = proto::parse_payload(frame.payload, "hello").get<proto::Hello>();
+      if (hello.version != proto::kVersion) {
+        throw invalid_argument("it speaks protocol version " + std::to_string(hello.version) +
+                               ", not " + std::to_string(proto::kVersion));
+      }
+      hello_ = std::move(hello);
       changed_.notify();
       return;
+    }
     case FrameType::response:
       responses_[frame.stream] = proto::parse_payload(frame.payload, "response");
       changed_.notify();
@@ -195,21 +208,19 @@ void Channel::dispatch(proto::Frame& frame) {
   }
 }
 
+void Channel::start() {
+  if (reading_) return;
+  reading_ = true;
+  asio::co_spawn(ex_, read_loop(), asio::detached);
+  send(FrameType::hello, 0,
+       json(proto::Hello{proto::kVersion, std::string("pitbox/") + PITBOX_VERSION, {}}).dump());
+}
+
 asio::awaitable<proto::Hello> Channel::handshake() {
-  if (!reading_) {
-    reading_ = true;
-    asio::co_spawn(ex_, read_loop(), asio::detached);
-    send(FrameType::hello, 0,
-         json(proto::Hello{proto::kVersion, std::string("pitbox/") + PITBOX_VERSION, {}}).dump());
-  }
+  start();
   while (!hello_) {
     check_open();
     co_await changed_.wait();
-  }
-  if (hello_->version != proto::kVersion) {
-    throw Error(ErrorCode::unavailable, "the box's init speaks protocol version " +
-                                            std::to_string(hello_->version) + ", not " +
-                                            std::to_string(proto::kVersion));
   }
   co_return *hello_;
 }

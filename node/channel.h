@@ -80,7 +80,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   Channel(const asio::any_io_executor& ex, sys::UniqueFd fd);
   ~Channel();
 
-  // Starts reading, says hello and waits for init's hello.
+  // Starts reading and says hello. Requests may follow at once: init reads them after the hello,
+  // and if its own hello turns out incompatible the channel fails.
+  void start();
+  // start(), then waits for init's hello.
   asio::awaitable<proto::Hello> handshake();
   // A request with a JSON result; throws the Error init answered with.
   asio::awaitable<nlohmann::json> call(nlohmann::json request);

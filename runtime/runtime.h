@@ -31,10 +31,15 @@ struct RootfsSpec {
   // seen from inside (uid 0 = the box's root); the runtime id-maps them.
   std::vector<std::string> layers;
   // The box's writable layer and overlayfs's work directory: two directories on one
-  // filesystem, stored with the same in-box ids as the layers.
+  // filesystem, stored with the same in-box ids as the layers. Unused when ephemeral.
   std::string upper;
   std::string work;
-  // An empty directory the runtime may mount the root on (only inside the box's namespace).
+  // The writable layer lives in memory (a tmpfs charged to the box's memory cgroup) and goes
+  // with the box: nothing of it ever reaches the disk. For one-shot boxes.
+  bool ephemeral = false;
+  uint64_t ephemeral_size = 0;  // bytes; 0 = the kernel's default (half of RAM)
+  // An empty directory the runtime may mount the root on. Boxes can share it: each mounts
+  // there only inside its own mount namespace.
   std::string mountpoint;
   std::vector<Bind> binds;
 };

@@ -1,6 +1,5 @@
 #include "storage/images.h"
 
-#include <dirent.h>
 #include <elf.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -158,15 +157,7 @@ void copy_host_tree(const std::string& src, const std::string& dst) {
     write_mode(dst, sys::read_file(src), st.st_mode & 0755);
   } else if (S_ISDIR(st.st_mode)) {
     mkdir_mode(dst, st.st_mode & 0755);
-    DIR* d = ::opendir(src.c_str());
-    if (!d) return;
-    std::vector<std::string> names;
-    while (dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    ::closedir(d);
-    for (const auto& n : names) copy_host_tree(src + "/" + n, dst + "/" + n);
+    for (const auto& e : sys::read_dir(src)) copy_host_tree(src + "/" + e.name, dst + "/" + e.name);
   }
 }
 

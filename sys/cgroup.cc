@@ -270,7 +270,10 @@ class CgroupsV1 final : public Cgroups {
 
   std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits) override {
     validate_name(name);
-    for (const auto& m : layout_.distinct) ensure_dir(m + "/" + parent_);
+    if (!parent_ready_) {
+      for (const auto& m : layout_.distinct) ensure_dir(m + "/" + parent_);
+      parent_ready_ = true;
+    }
     auto cg = std::make_unique<CgroupV1>(layout_, parent_, name, true);
     try {
       cg->create_dirs();
@@ -278,7 +281,8 @@ class CgroupsV1 final : public Cgroups {
       if (e.code() == ErrorCode::conflict) cg->disown();  // not ours to remove
       throw;
     }
-    cg->set_limits(limits);  // on a refusal the destructor removes the directories
+    // A new cgroup has no limits; on a refusal the destructor removes the directories.
+    if (limits.any()) cg->set_limits(limits);
     return cg;
   }
 
@@ -297,12 +301,9 @@ class CgroupsV1 final : public Cgroups {
   std::vector<std::string> list() const override {
     std::map<std::string, bool> names;
     for (const auto& m : layout_.distinct) {
-      DIR* d = ::opendir((m + "/" + parent_).c_str());
-      if (!d) continue;
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_type == DT_DIR && e->d_name[0] != '.') names[e->d_name] = true;
+      for (const auto& e : read_dir(m + "/" + parent_)) {
+        if (e.type == DT_DIR) names[e.name] = true;
       }
-      ::closedir(d);
     }
     std::vector<std::string> out;
     for (const auto& [n, _] : names) out.push_back(n);
@@ -312,6 +313,7 @@ class CgroupsV1 final : public Cgroups {
  private:
   V1Layout layout_;
   std::string parent_;
+  bool parent_ready_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -411,7 +413,7 @@ class CgroupsV2 final : public Cgroups {
       throw_errno("mkdir " + dir);
     }
     auto cg = std::make_unique<CgroupV2>(dir, name, true);
-    cg->set_limits(limits);
+    if (limits.any()) cg->set_limits(limits);  // a new cgroup has no limits
     return cg;
   }
 
@@ -424,12 +426,9 @@ class CgroupsV2 final : public Cgroups {
 
   std::vector<std::string> list() const override {
     std::vector<std::string> out;
-    DIR* d = ::opendir(parent_dir_.c_str());
-    if (!d) return out;
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_type == DT_DIR && e->d_name[0] != '.') out.emplace_back(e->d_name);
+    for (const auto& e : read_dir(parent_dir_)) {
+      if (e.type == DT_DIR) out.push_back(e.name);
     }
-    ::closedir(d);
     return out;
   }
 
@@ -464,29 +463,43 @@ std::unique_ptr<Cgroups> Cgroups::detect(const std::string& parent) {
   if (st.f_type == CGROUP2_SUPER_MAGIC) return std::make_unique<CgroupsV2>(root, parent);
 
   V1Layout layout;
-  for (const auto& [controller, mount] :
-       cgroup_format::v1_mounts(read_file("/proc/self/mountinfo"))) {
-    std::string* slot = controller == "cpu"       ? &layout.cpu
-                        : controller == "cpuacct" ? &layout.cpuacct
-                        : controller == "memory"  ? &layout.memory
-                        : controller == "pids"    ? &layout.pids
-                        : controller == "freezer" ? &layout.freezer
-                                                  : nullptr;
-    if (slot && slot->empty()) *slot = mount;
+  const std::pair<const char*, std::string*> slots[] = {{"cpu", &layout.cpu},
+                                                        {"cpuacct", &layout.cpuacct},
+                                                        {"memory", &layout.memory},
+                                                        {"pids", &layout.pids},
+                                                        {"freezer", &layout.freezer}};
+  // The usual layout (/sys/fs/cgroup/<controller>, with symlinks for co-mounted ones) takes a
+  // few statfs calls; anything else is looked up in mountinfo.
+  for (auto [name, slot] : slots) {
+    std::string path = root + "/" + name;
+    struct statfs fs;
+    if (::statfs(path.c_str(), &fs) == 0 && fs.f_type == CGROUP_SUPER_MAGIC) *slot = path;
   }
-  for (auto [name, mount] : {std::pair{"cpu", &layout.cpu}, std::pair{"memory", &layout.memory},
-                             std::pair{"pids", &layout.pids}}) {
-    if (mount->empty()) {
+  if (layout.cpu.empty() || layout.memory.empty() || layout.pids.empty()) {
+    layout = V1Layout{};
+    for (const auto& [controller, mount] :
+         cgroup_format::v1_mounts(read_file("/proc/self/mountinfo"))) {
+      for (auto [name, slot] : slots) {
+        if (controller == name && slot->empty()) *slot = mount;
+      }
+    }
+  }
+  for (auto [name, slot] : {slots[0], slots[2], slots[3]}) {
+    if (slot->empty()) {
       throw Error(ErrorCode::unavailable,
                   std::string("cgroup v1 controller \"") + name + "\" is not mounted");
     }
   }
-  for (const auto* m :
-       {&layout.cpu, &layout.cpuacct, &layout.memory, &layout.pids, &layout.freezer}) {
-    if (m->empty()) continue;
+  // Co-mounted controllers (cpu,cpuacct) share one hierarchy: one directory per hierarchy.
+  std::vector<dev_t> devices;
+  for (auto [name, slot] : slots) {
+    struct stat sb;
+    if (slot->empty() || ::stat(slot->c_str(), &sb) != 0) continue;
     bool seen = false;
-    for (const auto& d : layout.distinct) seen = seen || d == *m;
-    if (!seen) layout.distinct.push_back(*m);
+    for (dev_t d : devices) seen = seen || d == sb.st_dev;
+    if (seen) continue;
+    devices.push_back(sb.st_dev);
+    layout.distinct.push_back(*slot);
   }
   return std::make_unique<CgroupsV1>(std::move(layout), parent);
 }

@@ -17,6 +17,8 @@ struct CgroupLimits {
   uint64_t millicpus = 0;     // thousandths of a CPU of bandwidth
   uint64_t memory_bytes = 0;  // RAM; swap is never allowed when memory is limited
   uint64_t pids = 0;          // processes and threads
+
+  bool any() const { return millicpus || memory_bytes || pids; }
 };
 
 struct CgroupStats {

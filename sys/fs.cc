@@ -15,17 +15,23 @@
 namespace pitbox::sys {
 
 std::string read_fd(int fd, size_t limit) {
+  // Reads straight into the string, growing it: no big stack buffer (fresh stack pages cost
+  // page faults) and no copy.
   std::string out;
-  char buf[65536];
+  size_t chunk = 4096;
   while (out.size() < limit) {
-    size_t want = std::min(sizeof buf, limit - out.size());
-    ssize_t n = ::read(fd, buf, want);
+    size_t have = out.size();
+    size_t want = std::min(chunk, limit - have);
+    out.resize(have + want);
+    ssize_t n = ::read(fd, out.data() + have, want);
     if (n < 0) {
+      out.resize(have);
       if (errno == EINTR) continue;
       throw_errno("read");
     }
+    out.resize(have + static_cast<size_t>(n));
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    chunk = std::min<size_t>(chunk * 2, 1 << 20);
   }
   return out;
 }
@@ -65,6 +71,36 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
   }
 }
 
+std::vector<DirEntry> read_dir(int fd) {
+  std::vector<DirEntry> out;
+  if (::lseek(fd, 0, SEEK_SET) < 0) throw_errno("lseek directory");
+  alignas(8) char buf[4096];
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("getdents64");
+    }
+    if (n == 0) break;
+    for (long pos = 0; pos < n;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf + pos);
+      std::string_view name = d->d_name;
+      if (name != "." && name != "..") out.push_back({std::string(name), d->d_type});
+      pos += d->d_reclen;
+    }
+  }
+  return out;
+}
+
+std::vector<DirEntry> read_dir(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return {};
+    throw_errno("open " + path);
+  }
+  return read_dir(fd.get());
+}
+
 bool exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
@@ -95,28 +131,13 @@ namespace {
 
 // Removes everything inside the directory `fd` (which lives on device `dev`).
 void empty_dir(int fd, dev_t dev, const std::string& where) {
-  // Collect names first: unlinking while reading a directory may skip entries.
+  // Read the names first (unlinking while reading a directory may skip entries), and read again
+  // until the directory is empty.
   for (;;) {
-    std::vector<std::string> names;
-    {
-      int dupfd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-      if (dupfd < 0) throw_errno("dup " + where);
-      DIR* dir = ::fdopendir(dupfd);
-      if (!dir) {
-        ::close(dupfd);
-        throw_errno("opendir " + where);
-      }
-      ::rewinddir(dir);
-      while (dirent* e = ::readdir(dir)) {
-        std::string_view n = e->d_name;
-        if (n == "." || n == "..") continue;
-        names.emplace_back(n);
-        if (names.size() >= 4096) break;
-      }
-      ::closedir(dir);
-    }
-    if (names.empty()) return;
-    for (const auto& name : names) {
+    std::vector<DirEntry> entries = read_dir(fd);
+    if (entries.empty()) return;
+    for (const auto& entry : entries) {
+      const std::string& name = entry.name;
       if (::unlinkat(fd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
       if (errno != EISDIR && errno != EPERM) throw_errno("unlink " + where + "/" + name);
       UniqueFd child(::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sys/fd.h"
 
@@ -19,6 +20,16 @@ void write_file(const std::string& path, std::string_view data, mode_t mode = 06
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644);
 // Writes all of `data`, retrying on EINTR and short writes. Returns false with errno set on error.
 bool write_all(int fd, std::string_view data);
+
+struct DirEntry {
+  std::string name;
+  unsigned char type;  // DT_REG, DT_DIR, DT_LNK, ... or DT_UNKNOWN
+};
+// The entries of the directory open at `fd` (from its start; "." and ".." left out). Uses a small
+// stack buffer: opendir's 32 KiB heap buffer costs page faults on every call.
+std::vector<DirEntry> read_dir(int fd);
+// The same for a path; a missing directory has no entries.
+std::vector<DirEntry> read_dir(const std::string& path);
 
 // mkdir -p; returns true when the last component was created by this call.
 bool make_dirs(const std::string& path, mode_t mode = 0755);

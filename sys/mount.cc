@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include "sys/error.h"
 
@@ -57,6 +59,27 @@ std::string fs_context_log(int fs_fd) {
 
 }  // namespace
 
+UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode) {
+  UniqueFd fs(::fsopen("tmpfs", FSOPEN_CLOEXEC));
+  if (!fs) throw_errno("fsopen tmpfs");
+  char mode_text[16];
+  std::snprintf(mode_text, sizeof mode_text, "%o", static_cast<unsigned>(mode));
+  std::string size = std::to_string(size_bytes);
+  for (auto [key, value] :
+       {std::pair<const char*, const char*>{"mode", mode_text}, {"size", size.c_str()}}) {
+    if (std::string_view(key) == "size" && size_bytes == 0) continue;
+    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, key, value, 0) != 0) {
+      throw_fs_error(fs.get(), std::string("tmpfs option ") + key + "=" + value);
+    }
+  }
+  if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    throw_fs_error(fs.get(), "create tmpfs");
+  }
+  UniqueFd mnt(::fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID));
+  if (!mnt) throw_fs_error(fs.get(), "fsmount tmpfs");
+  return mnt;
+}
+
 UniqueFd make_overlay(const OverlayLayers& layers) {
   if (layers.lower.empty()) throw invalid_argument("an overlay needs at least one lower layer");
   UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
@@ -80,6 +103,11 @@ UniqueFd make_overlay(const OverlayLayers& layers) {
   // inode index (boxes are independent).
   set_string("metacopy", "off");
   set_string("index", "off");
+  if (layers.volatile_upper && layers.upper >= 0) {
+    if (::fsconfig(fs.get(), FSCONFIG_SET_FLAG, "volatile", nullptr, 0) != 0) {
+      throw_fs_error(fs.get(), "overlay option volatile");
+    }
+  }
   if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
     throw_fs_error(fs.get(), "create overlay");
   }

@@ -3,6 +3,8 @@
 // and they vanish when their last fd closes.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,7 +28,14 @@ struct OverlayLayers {
   // read-only overlay.
   int upper = -1;
   int work = -1;
+  // Never sync the upper layer (also not when the overlay goes): for layers thrown away after
+  // use. overlayfs refuses to mount a volatile upper again after a crash.
+  bool volatile_upper = false;
 };
+
+// A detached tmpfs mount, `size_bytes` big (0: the kernel's default, half of RAM), its root with
+// `mode`. Its pages are charged to the memory cgroup of whoever writes them.
+UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode);
 
 // Creates a detached overlayfs mount with the calling thread's credentials as the mounter.
 // On failure the message includes what overlayfs logged.

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -144,6 +145,15 @@ long setup_init_fds(const ChildPlan& plan, ChildFailure* f) {
 int run(const ChildPlan& plan, ChildFailure* f) {
   long rc;
   if (plan.die_with_parent) call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  // A network namespace takes a while to make: make it, and do what needs only our own
+  // namespaces, while the parent prepares the root filesystem.
+  if ((rc = call(SYS_unshare, CLONE_NEWNET)) < 0) {
+    return child::fail(f, Step::loopback, rc, "network namespace");
+  }
+  if (child_loopback_up(f) < 0) return -1;
+  if ((rc = call(SYS_sethostname, plan.hostname, plan.hostname_len)) < 0) {
+    return child::fail(f, Step::hostname, rc, plan.hostname);
+  }
   long root_mount = wait_for_go(plan, f);
   if (root_mount <= 0) return root_mount == 0 ? 1 : -1;
   // The root is attached while we still have the host's ids: its mountpoint lies under the
@@ -155,10 +165,6 @@ int run(const ChildPlan& plan, ChildFailure* f) {
   if (child_enter_cgroup_namespace(f) < 0) return -1;
   if (child_populate_root(plan, rootfd, f) < 0) return -1;
   call(SYS_close, rootfd);
-  if ((rc = call(SYS_sethostname, plan.hostname, plan.hostname_len)) < 0) {
-    return child::fail(f, Step::hostname, rc, plan.hostname);
-  }
-  if (child_loopback_up(f) < 0) return -1;
   long init_fd = setup_init_fds(plan, f);
   if (init_fd < 0) return -1;
   if (child_drop_capabilities(plan.keep_caps, plan.last_cap, f) < 0) return -1;

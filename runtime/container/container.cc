@@ -155,7 +155,6 @@ class ContainerBox final : public Box {
 ContainerRuntime::ContainerRuntime(Options options)
     : options_(std::move(options)),
       cgroups_(sys::Cgroups::detect(options_.cgroup_parent)),
-      seccomp_(default_seccomp_program()),
       caps_(default_capabilities()),
       last_cap_(sys::last_capability()) {
   init_fd_ = sys::UniqueFd(::open(options_.init_path.c_str(), O_PATH | O_CLOEXEC));
@@ -193,7 +192,7 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
   plan.mount_count = mounts.size();
   plan.keep_caps = caps_.bits;
   plan.last_cap = last_cap_;
-  plan.seccomp = &seccomp_.prog();
+  plan.seccomp = &default_seccomp_program();
   plan.init_argv = init_argv;
   plan.init_envp = init_envp;
 
@@ -208,7 +207,7 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
     sys::BlockAllSignals blocked;  // the child starts with every signal blocked
     pid = ::clone(child_main, stack.top(),
                   CLONE_VM | CLONE_PIDFD | CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
-                      CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | SIGCHLD,
+                      CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD,  // CLONE_NEWNET: by the child
                   &plan, &pidfd);
   }
   if (pid < 0) throw_errno("clone");
@@ -223,10 +222,11 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
     cgroup->add_process(pid);
     std::string proc = "/proc/" + std::to_string(pid);
     // The OOM killer should take a box's workload, not its init. Lowering it needs
-    // CAP_SYS_RESOURCE, which some hosts withhold even from root: then init stays at 0.
-    try {
-      sys::write_file(proc + "/oom_score_adj", "-999");
-    } catch (const Error&) {
+    // CAP_SYS_RESOURCE, which some hosts withhold even from root: then init stays at 0 (and we
+    // stop trying).
+    if (can_protect_init_) {
+      sys::UniqueFd adj(::open((proc + "/oom_score_adj").c_str(), O_WRONLY | O_CLOEXEC));
+      if (!adj || ::write(adj.get(), "-999", 4) != 4) can_protect_init_ = false;
     }
     raise_open_files_limit(pid);
     sys::UniqueFd userns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));

@@ -8,7 +8,6 @@
 #include "runtime/runtime.h"
 #include "sys/caps.h"
 #include "sys/cgroup.h"
-#include "sys/seccomp.h"
 
 namespace pitbox::runtime::container {
 
@@ -30,9 +29,9 @@ class ContainerRuntime final : public Runtime {
   Options options_;
   sys::UniqueFd init_fd_;
   std::unique_ptr<sys::Cgroups> cgroups_;
-  sys::SeccompProgram seccomp_;
   sys::CapSet caps_;
   int last_cap_;
+  bool can_protect_init_ = true;  // false once lowering init's oom_score_adj was refused
 };
 
 }  // namespace pitbox::runtime::container

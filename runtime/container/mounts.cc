@@ -180,20 +180,38 @@ sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, in
     layers.push_back(idmapped(l, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV));
     overlay.lower.push_back(layers.back().get());
   }
-  auto [upper_parent, upper_name] = sys::split_parent(rootfs.upper);
-  auto [work_parent, work_name] = sys::split_parent(rootfs.work);
-  if (upper_parent != work_parent) {
-    throw invalid_argument("the upper and work directories must be siblings");
+  // The mounts the upper directory comes from must stay open until the overlay exists: closing
+  // a detached mount's last fd unmounts it.
+  sys::UniqueFd upper, work, upper_mount;
+  if (rootfs.ephemeral) {
+    // In memory, owned by the box's root as seen from the host: no id-mapping needed.
+    upper_mount = sys::make_tmpfs(rootfs.ephemeral_size, 0755);
+    for (const char* d : {"upper", "work"}) {
+      if (::mkdirat(upper_mount.get(), d, 0755) != 0 ||
+          ::fchownat(upper_mount.get(), d, ids.host_base, ids.host_base, 0) != 0) {
+        throw_errno(std::string("making the in-memory writable layer: ") + d);
+      }
+    }
+    upper = sys::UniqueFd(::openat(upper_mount.get(), "upper", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    work = sys::UniqueFd(::openat(upper_mount.get(), "work", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    overlay.volatile_upper = true;
+  } else {
+    auto [upper_parent, upper_name] = sys::split_parent(rootfs.upper);
+    auto [work_parent, work_name] = sys::split_parent(rootfs.work);
+    if (upper_parent != work_parent) {
+      throw invalid_argument("the upper and work directories must be siblings");
+    }
+    upper_mount = idmapped(upper_parent, MOUNT_ATTR_NODEV);
+    upper = sys::UniqueFd(
+        ::openat(upper_mount.get(), upper_name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    work = sys::UniqueFd(
+        ::openat(upper_mount.get(), work_name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   }
-  sys::UniqueFd box_dir = idmapped(upper_parent, MOUNT_ATTR_NODEV);
-  sys::UniqueFd upper(
-      ::openat(box_dir.get(), upper_name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  sys::UniqueFd work(::openat(box_dir.get(), work_name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!upper || !work) throw_errno("opening " + rootfs.upper);
+  if (!upper || !work) throw_errno("opening the writable layer");
   overlay.upper = upper.get();
   overlay.work = work.get();
-  // Through the id-mapped upper layer only the box's ids can be written: overlayfs must create
-  // its work files as the box's root.
+  // Through an id-mapped upper layer only the box's ids can be written: overlayfs must create
+  // its work files as the box's root (who also owns an in-memory one).
   sys::ScopedFsCreds as_box_root(ids.host_base, ids.host_base);
   return sys::make_overlay(overlay);
 }
