@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   app.add_option("--state", global.state_dir, "State directory")
       ->envname("PITBOX_STATE")
       ->capture_default_str();
+  app.add_option("--cgroup-parent", global.cgroup_parent,
+                 "Cgroup under which boxes get theirs (one per controller on cgroup v1)")
+      ->envname("PITBOX_CGROUP_PARENT")
+      ->capture_default_str();
 
   RunOptions run;
   CLI::App* run_cmd = app.add_subcommand(

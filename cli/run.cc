@@ -1,5 +1,6 @@
 #include "cli/run.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -251,11 +252,27 @@ void print_error(const std::string& message) {
   std::fprintf(stderr, "pitbox: %s\n", message.c_str());
 }
 
+// What pitbox-init said before things went wrong, if anything.
+void print_init_log(runtime::Box& box) {
+  sys::UniqueFd log = box.take_init_log();
+  if (!log) return;
+  ::fcntl(log.get(), F_SETFL, O_NONBLOCK);
+  char buf[4096];
+  ssize_t n = ::read(log.get(), buf, sizeof buf);
+  if (n > 0) write_out(STDERR_FILENO, std::string_view(buf, static_cast<size_t>(n)));
+}
+
 }  // namespace
 
 int run_command(const GlobalOptions& global, const RunOptions& options) {
   if (options.command.empty()) {
     print_error("run: no command given (usage: pitbox run [OPTIONS] [--] COMMAND [ARG...])");
+    return kExitPitboxError;
+  }
+  if (::geteuid() != 0) {
+    print_error(
+        "run needs root: it makes namespaces, cgroups and mounts (rootless boxes are not "
+        "supported yet)");
     return kExitPitboxError;
   }
   if (!options.workdir.empty() && options.workdir[0] != '/') {
@@ -268,7 +285,7 @@ int run_command(const GlobalOptions& global, const RunOptions& options) {
     asio::io_context io;
     std::optional<Session> session;
     session.emplace(io, options, attach_stdin);
-    node::Boxes boxes({.state_dir = global.state_dir});
+    node::Boxes boxes({.state_dir = global.state_dir, .cgroup_parent = global.cgroup_parent});
     boxes.sweep();
     std::unique_ptr<node::LocalBox> box = boxes.create(request);
     std::optional<RawMode> raw;
@@ -293,6 +310,8 @@ int run_command(const GlobalOptions& global, const RunOptions& options) {
         code = 128 + SIGKILL;
       } else {
         print_error(e.message());
+        // The channel broke (rather than init refusing a request): what did init say?
+        if (e.code() == ErrorCode::unavailable) print_init_log(box->box());
         code = kExitPitboxError;
       }
     }

@@ -8,6 +8,7 @@ namespace pitbox::cli {
 
 struct GlobalOptions {
   std::string state_dir = "/var/lib/pitbox";
+  std::string cgroup_parent = "pitbox";
 };
 
 struct RunOptions {

@@ -75,6 +75,8 @@ int main(int argc, char** argv) {
     pitbox::sys::UniqueFd sigfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd) pitbox::throw_errno("signalfd");
 
+    // Diagnostics go to stderr, a pipe to the node: never let a full pipe stop init.
+    ::fcntl(STDERR_FILENO, F_SETFL, ::fcntl(STDERR_FILENO, F_GETFL) | O_NONBLOCK);
     if (::fcntl(channel_fd, F_SETFD, FD_CLOEXEC) != 0) {
       pitbox::throw_errno("channel fd " + std::to_string(channel_fd));
     }

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 
 #include "runtime/container/container.h"
@@ -36,6 +37,17 @@ bool older_than(const std::string& path, std::chrono::seconds age) {
 }
 
 }  // namespace
+
+std::string default_run_dir(const std::string& state_dir) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a: stable, and enough to keep instances apart
+  for (unsigned char ch : state_dir) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return std::string("/run/pitbox/") + buf;
+}
 
 std::string find_init_binary() {
   if (const char* env = std::getenv("PITBOX_INIT"); env && *env) return env;
@@ -98,13 +110,16 @@ void LocalBox::destroy() {
 }
 
 Boxes::Boxes(Options options)
-    : options_(std::move(options)),
+    : options_([](Options o) {
+        if (o.run_dir.empty()) o.run_dir = default_run_dir(o.state_dir);
+        return o;
+      }(std::move(options))),
       boxes_dir_(options_.state_dir + "/boxes"),
       mount_dir_(options_.state_dir + "/mnt"),
       run_boxes_dir_(options_.run_dir + "/boxes"),
       run_one_shot_dir_(options_.run_dir + "/one-shot"),
       images_(options_.state_dir),
-      id_allocator_(options_.run_dir + "/ids") {
+      id_allocator_(options_.ids_dir) {
   // Box files are stored with in-box ids (a box's setuid-root binary is setuid root on disk):
   // nobody but root may walk into the state directory.
   for (const auto& d : {options_.state_dir, boxes_dir_, mount_dir_, options_.run_dir,

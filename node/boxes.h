@@ -58,7 +58,11 @@ class Boxes {
   struct Options {
     std::string state_dir;
     std::string init_path;  // default: find_init_binary()
-    std::string run_dir = "/run/pitbox";
+    // Memory-backed directory for this state directory's small runtime files; default:
+    // /run/pitbox/<a hash of state_dir>.
+    std::string run_dir;
+    // Host id ranges are leased machine-wide, whatever the state directory.
+    std::string ids_dir = "/run/pitbox/ids";
     std::string cgroup_parent = "pitbox";
   };
   explicit Boxes(Options options);
@@ -84,6 +88,9 @@ class Boxes {
   IdAllocator id_allocator_;
   std::unique_ptr<runtime::Runtime> runtime_;
 };
+
+// The default run directory of a state directory.
+std::string default_run_dir(const std::string& state_dir);
 
 // Where pitbox-init is: $PITBOX_INIT, else beside the running executable.
 std::string find_init_binary();

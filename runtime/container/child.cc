@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -144,7 +145,6 @@ long setup_init_fds(const ChildPlan& plan, ChildFailure* f) {
 
 int run(const ChildPlan& plan, ChildFailure* f) {
   long rc;
-  if (plan.die_with_parent) call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   // A network namespace takes a while to make: make it, and do what needs only our own
   // namespaces, while the parent prepares the root filesystem.
   if ((rc = call(SYS_unshare, CLONE_NEWNET)) < 0) {
@@ -162,6 +162,13 @@ int run(const ChildPlan& plan, ChildFailure* f) {
   if (rootfd < 0) return -1;
   call(SYS_close, root_mount);
   if (child_become_root(f) < 0) return -1;
+  // Only now: changing ids clears the parent-death signal. Had the parent died before, its end
+  // of the sync socket would be closed already.
+  if (plan.die_with_parent) {
+    call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    pollfd p{plan.sync_fd, 0, 0};
+    if (call(SYS_poll, &p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) return 1;
+  }
   if (child_enter_cgroup_namespace(f) < 0) return -1;
   if (child_populate_root(plan, rootfd, f) < 0) return -1;
   call(SYS_close, rootfd);
