@@ -185,6 +185,7 @@ std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
     }
     spec.ids = ids.ids();
     spec.limits = request.limits;
+    spec.accounting = !request.one_shot;
     spec.hosts_file = hosts;
     spec.die_with_parent = request.one_shot;
     std::unique_ptr<runtime::Box> box = runtime_->start(spec);

@@ -8,6 +8,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -140,7 +141,33 @@ void validate_name(const std::string& name) {
 
 struct V1Layout {
   std::string cpu, cpuacct, memory, pids, freezer;  // controller mount points ("" = absent)
-  std::vector<std::string> distinct;                // each mount point once
+  std::vector<std::string> distinct;                // each hierarchy once
+
+  // Only the hierarchies of the controllers that are kept.
+  V1Layout subset(bool cpu_on, bool memory_on, bool pids_on, bool accounting) const {
+    V1Layout s;
+    s.cpu = cpu_on || accounting ? cpu : "";
+    s.memory = memory_on || accounting ? memory : "";
+    s.pids = pids_on || accounting ? pids : "";
+    s.cpuacct = accounting ? cpuacct : "";
+    s.freezer = accounting ? freezer : "";
+    // Co-mounted controllers share a hierarchy: keep it once, under any of its names.
+    for (const auto& d : distinct) {
+      for (const auto* kept : {&s.cpu, &s.memory, &s.pids, &s.cpuacct, &s.freezer}) {
+        if (!kept->empty() && same_hierarchy(*kept, d)) {
+          s.distinct.push_back(d);
+          break;
+        }
+      }
+    }
+    return s;
+  }
+
+  static bool same_hierarchy(const std::string& a, const std::string& b) {
+    if (a == b) return true;
+    struct stat sa, sb;
+    return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev;
+  }
 };
 
 class CgroupV1 final : public Cgroup {
@@ -177,34 +204,45 @@ class CgroupV1 final : public Cgroup {
   }
 
   void set_limits(const CgroupLimits& limits) override {
-    if (limits.millicpus) {
-      write_control(cpu_ + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs), "the cpu period");
-      write_control(cpu_ + "/cpu.cfs_quota_us",
-                    std::to_string(cgroup_format::v1_cfs_quota_us(limits.millicpus, kCpuPeriodUs)),
-                    "cpu limit " + format_millicpus(limits.millicpus));
-    } else {
-      write_control(cpu_ + "/cpu.cfs_quota_us", "-1", "removing the cpu limit");
-    }
-    std::string mem = limits.memory_bytes ? std::to_string(limits.memory_bytes) : "-1";
-    std::string what = limits.memory_bytes ? "memory limit " + format_size(limits.memory_bytes)
-                                           : "removing the memory limit";
-    bool has_memsw = exists(memory_ + "/memory.memsw.limit_in_bytes");
-    // memsw must stay >= the memory limit: raise in the order that keeps it so.
-    uint64_t current = read_number(memory_ + "/memory.limit_in_bytes");
-    bool raising = !limits.memory_bytes || limits.memory_bytes > current;
-    if (has_memsw && raising) write_control(memory_ + "/memory.memsw.limit_in_bytes", mem, what);
-    write_control(memory_ + "/memory.limit_in_bytes", mem, what);
-    if (has_memsw && !raising) write_control(memory_ + "/memory.memsw.limit_in_bytes", mem, what);
-    if (limits.memory_bytes) {
-      // Without swap accounting, keep the box from being swapped at all.
-      try {
-        write_control(memory_ + "/memory.swappiness", "0", "swappiness");
-      } catch (const Error&) {
+    // A controller this cgroup was made without can take no limit (and has none to lift).
+    auto controller = [&](const std::string& dir, bool wanted, const char* name) {
+      if (wanted && dir.empty()) {
+        throw Error(
+            ErrorCode::invalid_argument,
+            std::string("cgroup ") + name_ + " was made without the " + name + " controller");
+      }
+      return !dir.empty();
+    };
+    if (controller(cpu_, limits.millicpus, "cpu")) {
+      if (limits.millicpus) {
+        write_control(cpu_ + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs), "the cpu period");
+        write_control(
+            cpu_ + "/cpu.cfs_quota_us",
+            std::to_string(cgroup_format::v1_cfs_quota_us(limits.millicpus, kCpuPeriodUs)),
+            "cpu limit " + format_millicpus(limits.millicpus));
+      } else {
+        write_control(cpu_ + "/cpu.cfs_quota_us", "-1", "removing the cpu limit");
       }
     }
-    write_control(
-        pids_ + "/pids.max", limits.pids ? std::to_string(limits.pids) : "max",
-        limits.pids ? "pids limit " + std::to_string(limits.pids) : "removing the pids limit");
+    if (controller(memory_, limits.memory_bytes, "memory")) {
+      std::string mem = limits.memory_bytes ? std::to_string(limits.memory_bytes) : "-1";
+      std::string what = limits.memory_bytes ? "memory limit " + format_size(limits.memory_bytes)
+                                             : "removing the memory limit";
+      bool has_memsw = exists(memory_ + "/memory.memsw.limit_in_bytes");
+      // memsw must stay >= the memory limit: raise in the order that keeps it so.
+      uint64_t current = read_number(memory_ + "/memory.limit_in_bytes");
+      bool raising = !limits.memory_bytes || limits.memory_bytes > current;
+      if (has_memsw && raising) write_control(memory_ + "/memory.memsw.limit_in_bytes", mem, what);
+      write_control(memory_ + "/memory.limit_in_bytes", mem, what);
+      if (has_memsw && !raising) write_control(memory_ + "/memory.memsw.limit_in_bytes", mem, what);
+      // Without swap accounting, keep the box from being swapped at all.
+      if (limits.memory_bytes) try_write(memory_ + "/memory.swappiness", "0");
+    }
+    if (controller(pids_, limits.pids, "pids")) {
+      write_control(
+          pids_ + "/pids.max", limits.pids ? std::to_string(limits.pids) : "max",
+          limits.pids ? "pids limit " + std::to_string(limits.pids) : "removing the pids limit");
+    }
   }
 
   void add_process(pid_t pid) override {
@@ -268,13 +306,16 @@ class CgroupsV1 final : public Cgroups {
 
   std::string_view version() const override { return "v1"; }
 
-  std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits) override {
+  std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits,
+                                 bool accounting) override {
     validate_name(name);
     if (!parent_ready_) {
       for (const auto& m : layout_.distinct) ensure_dir(m + "/" + parent_);
       parent_ready_ = true;
     }
-    auto cg = std::make_unique<CgroupV1>(layout_, parent_, name, true);
+    V1Layout layout = layout_.subset(limits.millicpus != 0, limits.memory_bytes != 0,
+                                     limits.pids != 0, accounting);
+    auto cg = std::make_unique<CgroupV1>(layout, parent_, name, true);
     try {
       cg->create_dirs();
     } catch (const Error& e) {
@@ -404,7 +445,8 @@ class CgroupsV2 final : public Cgroups {
 
   std::string_view version() const override { return "v2"; }
 
-  std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits) override {
+  std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits,
+                                 bool /*accounting: one directory has every controller*/) override {
     validate_name(name);
     prepare_parent();
     std::string dir = parent_dir_ + "/" + name;

@@ -54,8 +54,11 @@ class Cgroups {
   static std::unique_ptr<Cgroups> detect(const std::string& parent = "pitbox");
 
   virtual std::string_view version() const = 0;
-  // Creates the cgroup `name` with `limits`; nothing is left behind if a limit is refused.
-  virtual std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits) = 0;
+  // Creates the cgroup `name` with `limits`; nothing is left behind if a limit is refused. On
+  // cgroup v1 it spans only the hierarchies its limits need, unless `accounting` asks for all
+  // (usage figures and freezing).
+  virtual std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits,
+                                         bool accounting) = 0;
   // An existing cgroup (not owned: it is not removed when the object goes).
   virtual std::unique_ptr<Cgroup> open(const std::string& name) = 0;
   virtual bool exists(const std::string& name) const = 0;

@@ -52,28 +52,35 @@ def cgroup_leftovers():
 
 
 def box_processes():
-    """Host pids of processes running with a box's host ids."""
+    """Host pids of live processes (not zombies) running with a box's host ids."""
     pids = []
     for status in glob.glob("/proc/[0-9]*/status"):
         try:
             with open(status) as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) >= ID_BASE:
-                            pids.append(int(status.split("/")[2]))
-                        break
-        except OSError:
+                fields = dict(l.split(":", 1) for l in f if ":" in l)
+            if fields["State"].split()[0] != "Z" and int(fields["Uid"].split()[0]) >= ID_BASE:
+                pids.append(int(status.split("/")[2]))
+        except (OSError, KeyError, ValueError):
             pass
     return pids
 
 
-def box_pids(box_id):
-    """Host pids in a box's cgroup."""
-    try:
-        with open("/sys/fs/cgroup/pids/%s/%s/cgroup.procs" % (CGROUP_PARENT, box_id)) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
+def descendants(pid):
+    """Host pids of every process descended from `pid` (a pitbox run: its box)."""
+    children = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+        except (OSError, IndexError, ValueError):
+            pass
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class PitboxTestCase(unittest.TestCase):
@@ -89,8 +96,10 @@ class PitboxTestCase(unittest.TestCase):
     def tearDownClass(cls):
         cls.env.close()
 
-    def tearDown(self):
-        self.assert_nothing_left()
+    def setUp(self):
+        # Cleanups run last-registered first: this one runs after a test's own (such as
+        # stopping the boxes it started in the background).
+        self.addCleanup(self.assert_nothing_left)
 
     def pitbox(self, *args, input=None, timeout=120, stdin=None):
         """Runs pitbox with the test's state directory; returns the CompletedProcess."""
@@ -107,9 +116,32 @@ class PitboxTestCase(unittest.TestCase):
         return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
     def start_box(self, *args):
-        """Starts pitbox run ARGS in the background with stdout piped."""
-        return subprocess.Popen([PITBOX, "run"] + list(args), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=self.env.env)
+        """Starts pitbox run ARGS in the background with stdout piped; stopped after the test
+        (SIGTERM, then SIGKILL) if it is still running."""
+        p = subprocess.Popen([PITBOX, "run"] + list(args), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=self.env.env)
+        self.addCleanup(self._stop, p)
+        return p
+
+    @staticmethod
+    def _stop(p):
+        if p.poll() is not None:
+            return
+        p.terminate()  # forwarded to the box's command; pitbox then removes the box
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def box_pids(self, p, count, timeout=10):
+        """The host pids of the box of pitbox run `p`, once there are at least `count`."""
+        deadline = time.time() + timeout
+        pids = descendants(p.pid)
+        while len(pids) < count and time.time() < deadline:
+            time.sleep(0.05)
+            pids = descendants(p.pid)
+        return pids
 
     def assert_nothing_left(self):
         deadline = time.time() + 5

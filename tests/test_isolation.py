@@ -7,7 +7,7 @@ import tempfile
 import time
 import unittest
 
-from pitbox_test import CGROUP_PARENT, ID_BASE, PitboxTestCase, box_pids
+from pitbox_test import ID_BASE, PitboxTestCase
 
 # Syscalls the seccomp filter denies, called with arguments that would not fail with EPERM
 # without the filter (most would succeed or fail with EFAULT/EINVAL/ENOKEY).
@@ -88,24 +88,16 @@ class IsolationTest(PitboxTestCase):
 
     def test_box_processes_run_as_their_host_range(self):
         p = self.start_box("--image", "busybox", "--", "sh", "-c", "hostname; exec sleep 30")
-        try:
-            box_id = p.stdout.readline().decode().strip()
-            deadline = time.time() + 10
-            pids = []
-            while len(pids) < 2 and time.time() < deadline:
-                pids = box_pids(box_id)
-                time.sleep(0.05)
-            self.assertGreaterEqual(len(pids), 2, "init and sleep")
-            for pid in pids:
-                try:
-                    with open("/proc/%d/status" % pid) as f:
-                        uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
-                except FileNotFoundError:
-                    continue  # a short-lived process (hostname) that has ended
-                self.assertTrue(all(int(u) >= ID_BASE for u in uids), (pid, uids))
-        finally:
-            p.terminate()  # forwarded to the box's command; pitbox then removes the box
-            p.wait()
+        p.stdout.readline()
+        pids = self.box_pids(p, 2)
+        self.assertGreaterEqual(len(pids), 2, "init and sleep")
+        for pid in pids:
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
+            except FileNotFoundError:
+                continue  # a short-lived process (hostname) that has ended
+            self.assertTrue(all(int(u) >= ID_BASE for u in uids), (pid, uids))
 
     def test_host_owned_files_cannot_be_written(self):
         # The host image binds the host's /usr: owned by the host's root, which is nobody in the
@@ -193,16 +185,12 @@ class IsolationTest(PitboxTestCase):
     def test_boxes_do_not_see_each_other(self):
         p = self.start_box("--image", "busybox", "--", "sh", "-c", "echo marker > /tmp/m; "
                            "hostname; exec sleep 30")
-        try:
-            other = p.stdout.readline().decode().strip()
-            out = self.box("cat /tmp/m 2>&1; ps | grep -c '[s]leep 30'; hostname")
-            lines = out.splitlines()
-            self.assertIn("No such file", lines[0])
-            self.assertEqual(lines[1], "0")
-            self.assertNotEqual(lines[2], other)
-        finally:
-            p.terminate()  # forwarded to the box's command; pitbox then removes the box
-            p.wait()
+        other = p.stdout.readline().decode().strip()
+        out = self.box("cat /tmp/m 2>&1; ps | grep -c '[s]leep 30'; hostname")
+        lines = out.splitlines()
+        self.assertIn("No such file", lines[0])
+        self.assertEqual(lines[1], "0")
+        self.assertNotEqual(lines[2], other)
 
 
 if __name__ == "__main__":

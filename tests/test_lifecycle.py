@@ -7,18 +7,10 @@ import subprocess
 import time
 import unittest
 
-from pitbox_test import PitboxTestCase, box_pids
+from pitbox_test import PitboxTestCase
 
 
 class LifecycleTest(PitboxTestCase):
-    def wait_for_pids(self, box_id, count):
-        deadline = time.time() + 10
-        pids = []
-        while len(pids) < count and time.time() < deadline:
-            pids = box_pids(box_id)
-            time.sleep(0.05)
-        return pids
-
     def assert_gone(self, pids):
         deadline = time.time() + 10
         alive = pids
@@ -36,8 +28,8 @@ class LifecycleTest(PitboxTestCase):
     def test_terminating_pitbox_ends_the_box(self):
         p = self.start_box("--image", "busybox", "--", "sh", "-c",
                            "hostname; sleep 1000 & sleep 1000 & wait")
-        box_id = p.stdout.readline().decode().strip()
-        pids = self.wait_for_pids(box_id, 4)  # init, sh, two sleeps
+        p.stdout.readline()
+        pids = self.box_pids(p, 4)  # init, sh, two sleeps
         self.assertGreaterEqual(len(pids), 4)
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(timeout=30), 128 + signal.SIGTERM)
@@ -45,8 +37,8 @@ class LifecycleTest(PitboxTestCase):
 
     def test_killing_pitbox_kills_the_box_and_the_next_run_sweeps_it(self):
         p = self.start_box("--image", "busybox", "--", "sh", "-c", "hostname; exec sleep 1000")
-        box_id = p.stdout.readline().decode().strip()
-        pids = self.wait_for_pids(box_id, 2)
+        p.stdout.readline()
+        pids = self.box_pids(p, 2)
         self.assertGreaterEqual(len(pids), 2)
         p.kill()  # no chance to clean up
         p.wait()

@@ -38,31 +38,21 @@ class LimitsTest(PitboxTestCase):
         limit = 64
         p = self.start_box("--image", "busybox", "--pids", str(limit), "--cpus", "1", "--", "sh",
                            "-c", "hostname; bomb() { bomb | bomb & }; bomb 2>/dev/null; sleep 60")
-        try:
-            box_id = p.stdout.readline().decode().strip()
-            current = "/sys/fs/cgroup/pids/%s/%s/pids.current" % (CGROUP_PARENT, box_id)
-            peak = 0
-            deadline = time.time() + 3
-            while time.time() < deadline:
-                try:
-                    with open(current) as f:
-                        peak = max(peak, int(f.read()))
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            self.assertGreater(peak, limit // 2, "the bomb never got going")
-            self.assertLessEqual(peak, limit)
-            # The host keeps working meanwhile.
-            started = time.time()
-            subprocess.run(["/bin/true"], check=True, timeout=30)
-            self.assertLess(time.time() - started, 30)
-        finally:
-            p.terminate()
+        box_id = p.stdout.readline().decode().strip()
+        current = "/sys/fs/cgroup/pids/%s/%s/pids.current" % (CGROUP_PARENT, box_id)
+        peak = 0
+        deadline = time.time() + 3
+        while time.time() < deadline:
             try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                with open(current) as f:
+                    peak = max(peak, int(f.read()))
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.assertGreater(peak, limit // 2, "the bomb never got going")
+        self.assertLessEqual(peak, limit)
+        # The host keeps working meanwhile.
+        subprocess.run(["/bin/true"], check=True, timeout=30)
 
     def test_pids_limit_counts_every_process(self):
         # With 10 pids, init and python leave room for 8 children.

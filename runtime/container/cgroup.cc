@@ -7,7 +7,8 @@
 namespace pitbox::runtime::container {
 
 std::unique_ptr<sys::Cgroup> create_box_cgroup(sys::Cgroups& cgroups, const BoxSpec& spec) {
-  return cgroups.create(spec.id, spec.limits);
+  if (!spec.limits.any() && !spec.accounting) return nullptr;
+  return cgroups.create(spec.id, spec.limits, spec.accounting);
 }
 
 int child_enter_cgroup_namespace(ChildFailure* f) {

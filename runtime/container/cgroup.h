@@ -10,8 +10,8 @@
 
 namespace pitbox::runtime::container {
 
-// Parent: the box's cgroup with its limits. A limit the kernel refuses is an invalid_argument
-// error and leaves no cgroup behind.
+// Parent: the box's cgroup with its limits, or none when the box needs neither limits nor
+// accounting. A limit the kernel refuses is an invalid_argument error and leaves no cgroup.
 std::unique_ptr<sys::Cgroup> create_box_cgroup(sys::Cgroups& cgroups, const BoxSpec& spec);
 
 // Child: once the parent has moved it into the box's cgroup, make that cgroup its root.

@@ -219,7 +219,7 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
     log_write.reset();
 
     write_id_maps(pid, spec.ids);
-    cgroup->add_process(pid);
+    if (cgroup) cgroup->add_process(pid);
     std::string proc = "/proc/" + std::to_string(pid);
     // The OOM killer should take a box's workload, not its init. Lowering it needs
     // CAP_SYS_RESOURCE, which some hosts withhold even from root: then init stays at 0 (and we
