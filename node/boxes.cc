@@ -158,16 +158,6 @@ std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
     named = true;
     IdLease ids = id_allocator_.acquire();
     std::string hostname = request.hostname.empty() ? id : request.hostname;
-    std::string hosts = run_dir + "/hosts";
-    sys::write_file(hosts,
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" +
-                        hostname + "\n",
-                    0644);
-    // The box's root may edit its /etc/hosts.
-    if (::chown(hosts.c_str(), ids.ids().host_base, ids.ids().host_base) != 0) {
-      throw_errno("chown " + hosts);
-    }
-
     runtime::BoxSpec spec;
     spec.id = id;
     spec.hostname = hostname;
@@ -186,7 +176,9 @@ std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
     spec.ids = ids.ids();
     spec.limits = request.limits;
     spec.accounting = !request.one_shot;
-    spec.hosts_file = hosts;
+    spec.etc_hosts =
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
+        "\n";
     spec.die_with_parent = request.one_shot;
     std::unique_ptr<runtime::Box> box = runtime_->start(spec);
     return std::make_unique<LocalBox>(id, dir, run_dir, std::move(lock), std::move(ids),

@@ -2,6 +2,7 @@
 #include "node/boxes.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "node/channel.h"
@@ -65,10 +66,15 @@ TEST_F(BoxesTest, CreateRunDestroyLeavesNothing) {
   std::string dir = box->dir();
   EXPECT_EQ(dir, state_ + "/boxes/" + box->id());
   EXPECT_TRUE(sys::is_dir(dir));
-  EXPECT_TRUE(sys::exists(state_ + "/run/boxes/" + box->id() + "/hosts"));
-  auto [code, out] = run(*box, {"sh", "-c", "echo hello from $(hostname); exit 7"});
+  EXPECT_TRUE(sys::exists(state_ + "/run/boxes/" + box->id() + "/lock"));
+  // /etc/hosts went into the writable layer, stored with in-box ids (root = 0 on disk).
+  struct stat st;
+  ASSERT_EQ(::stat((dir + "/upper/etc/hosts").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  auto [code, out] = run(
+      *box, {"sh", "-c", "echo hello from $(hostname); grep -c $(hostname) /etc/hosts; exit 7"});
   EXPECT_EQ(code, 7);
-  EXPECT_EQ(out, "hello from " + box->id() + "\n");
+  EXPECT_EQ(out, "hello from " + box->id() + "\n1\n");
   std::string id = box->id();
   box->destroy();
   EXPECT_FALSE(sys::exists(dir));

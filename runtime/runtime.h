@@ -59,7 +59,8 @@ struct BoxSpec {
   // A cgroup for usage figures (cpu, memory, pids) and freezing even without limits. Without it
   // and without limits a box has no cgroup of its own.
   bool accounting = false;
-  std::string hosts_file;  // host file bound over the box's /etc/hosts, if it has one
+  // The box's /etc/hosts, written into its writable layer at every start.
+  std::string etc_hosts;
   // The box is killed when the thread that started it dies (one-shot boxes).
   bool die_with_parent = false;
 };

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -446,9 +447,13 @@ class CgroupsV2 final : public Cgroups {
   std::string_view version() const override { return "v2"; }
 
   std::unique_ptr<Cgroup> create(const std::string& name, const CgroupLimits& limits,
-                                 bool /*accounting: one directory has every controller*/) override {
+                                 bool accounting) override {
     validate_name(name);
-    prepare_parent();
+    std::vector<std::string> needed;
+    if (limits.millicpus || accounting) needed.push_back("cpu");
+    if (limits.memory_bytes || accounting) needed.push_back("memory");
+    if (limits.pids || accounting) needed.push_back("pids");
+    prepare_parent(needed);
     std::string dir = parent_dir_ + "/" + name;
     if (::mkdir(dir.c_str(), 0755) != 0) {
       if (errno == EEXIST) throw Error(ErrorCode::conflict, "cgroup " + dir + " already exists");
@@ -475,28 +480,48 @@ class CgroupsV2 final : public Cgroups {
   }
 
  private:
-  // The parent must exist and pass the controllers down to the boxes.
-  void prepare_parent() {
-    if (prepared_) return;
-    ensure_dir(parent_dir_);
-    for (const auto& dir : {root_, parent_dir_}) {
-      std::string enabled = read_control(dir + "/cgroup.subtree_control");
-      for (const char* c : {"cpu", "memory", "pids"}) {
-        if (enabled.find(c) == std::string::npos) {
-          write_control(dir + "/cgroup.subtree_control", std::string("+") + c,
-                        std::string("enabling the ") + c + " controller");
+  // The parent must exist and pass the controllers a box needs down to it.
+  void prepare_parent(const std::vector<std::string>& needed) {
+    if (!parent_ready_) {
+      ensure_dir(parent_dir_);
+      parent_ready_ = true;
+    }
+    for (const auto& controller : needed) {
+      if (enabled_.count(controller)) continue;
+      if (!has_word(read_control(root_ + "/cgroup.controllers"), controller)) {
+        throw Error(ErrorCode::unavailable,
+                    "cgroup v2 controller \"" + controller + "\" is not available in " + root_);
+      }
+      for (const auto& dir : {root_, parent_dir_}) {
+        if (!has_word(read_control(dir + "/cgroup.subtree_control"), controller)) {
+          write_control(dir + "/cgroup.subtree_control", "+" + controller,
+                        "enabling the " + controller + " controller");
         }
       }
+      enabled_.insert(controller);
     }
-    prepared_ = true;
+  }
+
+  static bool has_word(const std::string& text, const std::string& word) {
+    std::istringstream in(text);
+    std::string w;
+    while (in >> w) {
+      if (w == word) return true;
+    }
+    return false;
   }
 
   std::string root_;
   std::string parent_dir_;
-  bool prepared_ = false;
+  bool parent_ready_ = false;
+  std::set<std::string> enabled_;
 };
 
 }  // namespace
+
+std::unique_ptr<Cgroups> Cgroups::v2(const std::string& root, const std::string& parent) {
+  return std::make_unique<CgroupsV2>(root, parent);
+}
 
 std::unique_ptr<Cgroups> Cgroups::detect(const std::string& parent) {
   const std::string root = "/sys/fs/cgroup";

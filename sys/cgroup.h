@@ -52,6 +52,9 @@ class Cgroups {
   virtual ~Cgroups() = default;
   // Finds the hierarchy this machine uses (v2 when /sys/fs/cgroup is cgroup2, v1 otherwise).
   static std::unique_ptr<Cgroups> detect(const std::string& parent = "pitbox");
+  // The v2 driver on the cgroup2 hierarchy mounted at `root` (tests use a hybrid machine's
+  // /sys/fs/cgroup/unified).
+  static std::unique_ptr<Cgroups> v2(const std::string& root, const std::string& parent);
 
   virtual std::string_view version() const = 0;
   // Creates the cgroup `name` with `limits`; nothing is left behind if a limit is refused. On

@@ -1,11 +1,27 @@
 #include "sys/cgroup.h"
 
 #include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-// The v2 driver cannot run on a machine whose controllers are bound to v1; its file formats are
-// checked here, and the v1 driver runs for real in the runtime tests.
+#include "sys/error.h"
+#include "sys/fs.h"
+
+// The file formats of both drivers; the v2 driver on a cgroup2 hierarchy when the machine has
+// one (a hybrid machine's has no controllers: everything but limits); the v1 driver runs for
+// real in the runtime and integration tests.
 namespace pitbox::sys {
 namespace {
+
+std::string sys_read(const std::string& path) {
+  try {
+    return read_file(path);
+  } catch (const Error&) {
+    return "";
+  }
+}
 
 TEST(CgroupFormat, CpuQuota) {
   EXPECT_EQ(cgroup_format::v1_cfs_quota_us(500, 100000), 50000u);
@@ -39,6 +55,59 @@ TEST(CgroupFormat, FindsV1MountsInMountinfo) {
   EXPECT_EQ(find("cpuacct"), "/sys/fs/cgroup/cpu,cpuacct");
   EXPECT_EQ(find("memory"), "/sys/fs/cgroup/memory");
   EXPECT_EQ(find("pids"), "");
+}
+
+// A cgroup2 hierarchy to test the v2 driver on, if there is one.
+std::string cgroup2_root() {
+  for (const char* p : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    struct statfs st;
+    if (::statfs(p, &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC && ::access(p, W_OK) == 0) {
+      return p;
+    }
+  }
+  return "";
+}
+
+TEST(CgroupV2, CreatesJoinsKillsAndRemoves) {
+  std::string root = cgroup2_root();
+  if (root.empty() || ::geteuid() != 0) GTEST_SKIP() << "no writable cgroup2 hierarchy";
+  auto cgroups = Cgroups::v2(root, "pitbox-unit-test");
+  EXPECT_EQ(cgroups->version(), "v2");
+  auto cg = cgroups->create("box1", {}, false);
+  EXPECT_TRUE(cgroups->exists("box1"));
+  EXPECT_EQ(cgroups->list(), std::vector<std::string>{"box1"});
+  EXPECT_THROW(cgroups->create("box1", {}, false), Error);  // already there, and not ours
+  EXPECT_TRUE(cgroups->exists("box1"));
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  cg->add_process(child);
+  EXPECT_EQ(cg->processes(), std::vector<pid_t>{child});
+  cg->remove();  // kills what is inside first
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  EXPECT_FALSE(cgroups->exists("box1"));
+  ::rmdir((root + "/pitbox-unit-test").c_str());
+}
+
+TEST(CgroupV2, MissingControllerIsAClearError) {
+  std::string root = cgroup2_root();
+  if (root.empty() || ::geteuid() != 0) GTEST_SKIP() << "no writable cgroup2 hierarchy";
+  std::string available = sys_read(root + "/cgroup.controllers");
+  if (available.find("pids") != std::string::npos) GTEST_SKIP() << "pids is available here";
+  auto cgroups = Cgroups::v2(root, "pitbox-unit-test");
+  try {
+    cgroups->create("box2", {.pids = 10}, false);
+    FAIL() << "created a pids limit without the pids controller";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unavailable);
+    EXPECT_NE(e.message().find("pids"), std::string::npos) << e.message();
+  }
+  EXPECT_FALSE(cgroups->exists("box2"));
+  ::rmdir((root + "/pitbox-unit-test").c_str());
 }
 
 }  // namespace

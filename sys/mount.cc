@@ -59,7 +59,7 @@ std::string fs_context_log(int fs_fd) {
 
 }  // namespace
 
-UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode) {
+UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode, uint64_t attrs) {
   UniqueFd fs(::fsopen("tmpfs", FSOPEN_CLOEXEC));
   if (!fs) throw_errno("fsopen tmpfs");
   char mode_text[16];
@@ -75,7 +75,7 @@ UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode) {
   if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
     throw_fs_error(fs.get(), "create tmpfs");
   }
-  UniqueFd mnt(::fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID));
+  UniqueFd mnt(::fsmount(fs.get(), FSMOUNT_CLOEXEC, static_cast<unsigned>(attrs)));
   if (!mnt) throw_fs_error(fs.get(), "fsmount tmpfs");
   return mnt;
 }

@@ -34,8 +34,9 @@ struct OverlayLayers {
 };
 
 // A detached tmpfs mount, `size_bytes` big (0: the kernel's default, half of RAM), its root with
-// `mode`. Its pages are charged to the memory cgroup of whoever writes them.
-UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode);
+// `mode`, with MOUNT_ATTR_* `attrs`. Its pages are charged to the memory cgroup of whoever
+// writes them.
+UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode, uint64_t attrs);
 
 // Creates a detached overlayfs mount with the calling thread's credentials as the mounter.
 // On failure the message includes what overlayfs logged.

@@ -231,7 +231,7 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
     raise_open_files_limit(pid);
     sys::UniqueFd userns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
     if (!userns) throw_errno("opening the box's user namespace");
-    sys::UniqueFd root = make_root_mount(spec.rootfs, spec.ids, userns.get());
+    sys::UniqueFd root = make_root_mount(spec.rootfs, spec.ids, userns.get(), spec.etc_hosts);
     send_go(sync_parent.get(), root.get());
     wait_for_exec(sync_parent.get());
   } catch (...) {

@@ -4,6 +4,7 @@
 #include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <cerrno>
 
@@ -32,6 +33,40 @@ constexpr uint64_t kReadOnlyAttrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUN
 const char* MountPlan::keep(std::string s) {
   strings_.push_back(std::move(s));
   return strings_.back().c_str();
+}
+
+int MountPlan::dev_tmpfs(const IdMapping& ids) {
+  sys::UniqueFd dev = sys::make_tmpfs(64 << 10, 0755, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+  struct Node {
+    const char* name;
+    unsigned major, minor;
+  };
+  for (Node n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
+                 Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
+    if (::mknodat(dev.get(), n.name, S_IFCHR | 0666, makedev(n.major, n.minor)) != 0 ||
+        ::fchmodat(dev.get(), n.name, 0666, 0) != 0) {
+      throw_errno(std::string("making /dev/") + n.name);
+    }
+  }
+  for (auto [name, mode] : {std::pair{"pts", 0755}, std::pair{"shm", 01777}}) {
+    if (::mkdirat(dev.get(), name, static_cast<mode_t>(mode)) != 0 ||
+        ::fchmodat(dev.get(), name, static_cast<mode_t>(mode), 0) != 0) {
+      throw_errno(std::string("making /dev/") + name);
+    }
+  }
+  for (auto [name, target] :
+       {std::pair{"ptmx", "pts/ptmx"}, std::pair{"fd", "/proc/self/fd"},
+        std::pair{"stdin", "/proc/self/fd/0"}, std::pair{"stdout", "/proc/self/fd/1"},
+        std::pair{"stderr", "/proc/self/fd/2"}}) {
+    if (::symlinkat(target, dev.get(), name) != 0) throw_errno(std::string("making /dev/") + name);
+  }
+  // The box's root owns /dev itself (it may add files there), but no device node: making one
+  // needs CAP_MKNOD over this filesystem, which only the host's root has.
+  if (::fchownat(dev.get(), "", ids.host_base, ids.host_base, AT_EMPTY_PATH) != 0) {
+    throw_errno("chown /dev");
+  }
+  fds_.push_back(std::move(dev));
+  return fds_.back().get();
 }
 
 int MountPlan::detached_copy(const std::string& host_path, uint64_t attrs) {
@@ -71,42 +106,25 @@ MountPlan MountPlan::for_box(const BoxSpec& spec) {
          .fstype = "sysfs",
          .flags = MS_RDONLY | kNoSuidDevExec});
 
-  // /dev: a small tmpfs with the host's harmless character devices bound in.
-  p.add({.kind = K::filesystem,
+  // /dev: a small tmpfs made here, as the host's root, so that it can hold real device nodes
+  // (a box could only bind them one by one); devpts and /dev/shm are the box's own.
+  p.add({.kind = K::bind,
          .in_image = true,
-         .source = "tmpfs",
-         .target = "dev",
-         .fstype = "tmpfs",
-         .flags = MS_NOSUID | MS_NOEXEC,
-         .data = "mode=755,size=64k"});
-  for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty"}) {
-    const char* target = p.keep(std::string("dev/") + dev);
-    std::string host = std::string("/dev/") + dev;
-    p.add({.kind = K::file, .target = target, .flags = 0666});
-    p.add({.kind = K::bind,
-           .source = p.keep(host),
-           .source_fd = p.detached_copy(host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC),
-           .target = target});
-  }
-  p.add({.kind = K::mkdir, .target = "dev/pts", .flags = 0755});
+         .source = "/dev",
+         .source_fd = p.dev_tmpfs(spec.ids),
+         .target = "dev"});
   p.add({.kind = K::filesystem,
          .source = "devpts",
          .target = "dev/pts",
          .fstype = "devpts",
          .flags = MS_NOSUID | MS_NOEXEC,
          .data = "newinstance,ptmxmode=0666,mode=0620,gid=5"});
-  p.add({.kind = K::symlink, .source = "pts/ptmx", .target = "dev/ptmx"});
-  p.add({.kind = K::mkdir, .target = "dev/shm", .flags = 01777});
   p.add({.kind = K::filesystem,
          .source = "tmpfs",
          .target = "dev/shm",
          .fstype = "tmpfs",
          .flags = kNoSuidDevExec,
          .data = "mode=1777,size=64m"});
-  p.add({.kind = K::symlink, .source = "/proc/self/fd", .target = "dev/fd"});
-  p.add({.kind = K::symlink, .source = "/proc/self/fd/0", .target = "dev/stdin"});
-  p.add({.kind = K::symlink, .source = "/proc/self/fd/1", .target = "dev/stdout"});
-  p.add({.kind = K::symlink, .source = "/proc/self/fd/2", .target = "dev/stderr"});
 
   // /tmp: memory backed and charged to the box's memory limit.
   std::string tmp_opts = "mode=1777";
@@ -118,17 +136,6 @@ MountPlan MountPlan::for_box(const BoxSpec& spec) {
          .fstype = "tmpfs",
          .flags = MS_NOSUID | MS_NODEV,
          .data = p.keep(tmp_opts)});
-
-  if (!spec.hosts_file.empty()) {
-    p.add({.kind = K::bind,
-           .in_image = true,
-           .target_is_file = true,
-           .optional = true,
-           .source = p.keep(spec.hosts_file),
-           .source_fd = p.detached_copy(spec.hosts_file,
-                                        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
-           .target = "etc/hosts"});
-  }
 
   // What runc masks: kernel memory, keys and timer internals read as empty...
   for (const char* f : {"proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
@@ -161,7 +168,24 @@ MountPlan MountPlan::for_box(const BoxSpec& spec) {
   return p;
 }
 
-sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, int userns_fd) {
+namespace {
+
+// /etc/hosts, straight into the writable layer: no file, mount or copy-up per box.
+void write_etc_hosts(int upper, const std::string& content) {
+  if (content.empty()) return;
+  if (::mkdirat(upper, "etc", 0755) != 0 && errno != EEXIST) throw_errno("mkdir /etc");
+  sys::UniqueFd etc(::openat(upper, "etc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!etc) throw_errno("open /etc of the writable layer");
+  ::unlinkat(etc.get(), "hosts", 0);  // last start's, or a whiteout if the box deleted it
+  sys::UniqueFd f(
+      ::openat(etc.get(), "hosts", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!f || !sys::write_all(f.get(), content)) throw_errno("writing /etc/hosts");
+}
+
+}  // namespace
+
+sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, int userns_fd,
+                              const std::string& etc_hosts) {
   if (rootfs.layers.empty()) throw invalid_argument("a box needs at least one image layer");
   auto idmapped = [&](const std::string& dir, uint64_t attrs) {
     sys::UniqueFd fd = sys::clone_mount(dir);
@@ -185,7 +209,8 @@ sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, in
   sys::UniqueFd upper, work, upper_mount;
   if (rootfs.ephemeral) {
     // In memory, owned by the box's root as seen from the host: no id-mapping needed.
-    upper_mount = sys::make_tmpfs(rootfs.ephemeral_size, 0755);
+    upper_mount =
+        sys::make_tmpfs(rootfs.ephemeral_size, 0755, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
     for (const char* d : {"upper", "work"}) {
       if (::mkdirat(upper_mount.get(), d, 0755) != 0 ||
           ::fchownat(upper_mount.get(), d, ids.host_base, ids.host_base, 0) != 0) {
@@ -211,8 +236,9 @@ sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, in
   overlay.upper = upper.get();
   overlay.work = work.get();
   // Through an id-mapped upper layer only the box's ids can be written: overlayfs must create
-  // its work files as the box's root (who also owns an in-memory one).
+  // its work files as the box's root (who also owns an in-memory one), and so do we.
   sys::ScopedFsCreds as_box_root(ids.host_base, ids.host_base);
+  write_etc_hosts(upper.get(), etc_hosts);
   return sys::make_overlay(overlay);
 }
 

@@ -57,6 +57,7 @@ class MountPlan {
   MountPlan() = default;
   const char* keep(std::string s);
   int detached_copy(const std::string& host_path, uint64_t attrs);
+  int dev_tmpfs(const IdMapping& ids);
   void add(MountOp op) { ops_.push_back(op); }
 
   std::deque<std::string> strings_;
@@ -66,8 +67,9 @@ class MountPlan {
 
 // Parent: the box's root as a detached overlay mount. Layers are id-mapped read-only, the
 // writable layer id-mapped read-write, all through the box's user namespace, and the overlay
-// is created with the box's root as its mounter.
-sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, int userns_fd);
+// is created with the box's root as its mounter. `etc_hosts` goes into the writable layer.
+sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, int userns_fd,
+                              const std::string& etc_hosts);
 
 // Child, still with the host ids: makes mounts private and attaches the root at plan.root
 // (a path only the host's root may walk). Returns an fd of the attached root, or -1.
