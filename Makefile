@@ -25,8 +25,11 @@ integration: build
 
 test: unit integration
 
+# The daemon (pitbox serve) arrives with issue 3; until then this builds and shows how to run a box.
 serve: build
-	$(BUILD)/pitbox --state $(PITBOX_STATE) serve
+	@echo "pitbox is built: $(BUILD)/bin/pitbox"
+	@echo "run a box:        $(BUILD)/bin/pitbox run -t -- bash"
+	@echo "(the daemon, pitbox serve, is not there yet)"
 
 bench: build
 	bench/run.sh $(BUILD)
