@@ -1,11 +1,16 @@
 #include "init/files.h"
 
 #include <fcntl.h>
+#include <fnmatch.h>
+#include <linux/magic.h>
+#include <regex.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <vector>
 
@@ -230,6 +235,186 @@ json do_chown(int rootfd, const json& req) {
   return {{"path", path}};
 }
 
+json do_symlink(int rootfd, const json& req) {
+  std::string path = required_path(req);
+  auto it = req.find("target");
+  if (it == req.end() || !it->is_string() || it->get<std::string>().empty()) {
+    throw invalid_argument("symlink: \"target\" must be a non-empty string");
+  }
+  auto [dir, name] = open_parent(rootfd, path, "symlink");
+  if (::symlinkat(it->get<std::string>().c_str(), dir.get(), name.c_str()) != 0) {
+    if (errno == EEXIST) throw Error(ErrorCode::conflict, "symlink " + path + ": already exists");
+    fail("symlink", path);
+  }
+  return {{"path", path}};
+}
+
+// Walks a tree below `dirfd` without following symlinks or entering /proc, /sys and /dev
+// style filesystems; calls visit(path, name, stat) for every entry until it returns false.
+template <typename Visit>
+bool walk(int dirfd, const std::string& path, int depth, int max_depth, Visit&& visit) {
+  std::vector<sys::DirEntry> entries;
+  try {
+    entries = sys::read_dir(dirfd);
+  } catch (const Error&) {
+    return true;  // unreadable: skip it
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const sys::DirEntry& a, const sys::DirEntry& b) { return a.name < b.name; });
+  for (const auto& e : entries) {
+    struct stat st;
+    if (::fstatat(dirfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
+    if (!visit(child, e.name, st)) return false;
+    if (!S_ISDIR(st.st_mode) || depth >= max_depth) continue;
+    sys::UniqueFd sub(
+        ::openat(dirfd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!sub) continue;
+    struct statfs fs;
+    if (::fstatfs(sub.get(), &fs) == 0 &&
+        (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC ||
+         fs.f_type == DEVPTS_SUPER_MAGIC || (S_ISDIR(st.st_mode) && child == "/dev"))) {
+      continue;
+    }
+    if (!walk(sub.get(), child, depth + 1, max_depth, visit)) return false;
+  }
+  return true;
+}
+
+size_t limit_of(const json& req, size_t fallback, size_t most) {
+  size_t limit = req.value("limit", fallback);
+  if (limit == 0 || limit > most) {
+    throw invalid_argument("\"limit\" must be from 1 to " + std::to_string(most));
+  }
+  return limit;
+}
+
+int max_depth_of(const json& req) {
+  int d = req.value("max_depth", 64);
+  if (d < 0 || d > 256) throw invalid_argument("\"max_depth\" must be from 0 to 256");
+  return d;
+}
+
+json do_find(int rootfd, const json& req) {
+  std::string path = required_path(req);
+  std::string pattern = req.value("name", std::string("*"));
+  std::string type = req.value("type", std::string());
+  size_t limit = limit_of(req, 1000, 100000);
+  int max_depth = max_depth_of(req);
+  sys::UniqueFd dir = open_path(rootfd, path, O_RDONLY | O_DIRECTORY, "find");
+  json matches = json::array();
+  bool truncated = false;
+  walk(dir.get(), path, 1, max_depth,
+       [&](const std::string& p, const std::string& name, const struct stat& st) {
+         if (::fnmatch(pattern.c_str(), name.c_str(), FNM_PERIOD) != 0) return true;
+         std::string t = type_name(st.st_mode);
+         if (!type.empty() && t != type) return true;
+         if (matches.size() >= limit) {
+           truncated = true;
+           return false;
+         }
+         matches.push_back({{"path", p}, {"type", t}, {"size", static_cast<uint64_t>(st.st_size)}});
+         return true;
+       });
+  return {{"matches", matches}, {"truncated", truncated}};
+}
+
+// A substring or extended regular expression, matched line by line.
+class LineMatcher {
+ public:
+  LineMatcher(const std::string& pattern, bool regex, bool ignore_case)
+      : pattern_(pattern), regex_(regex), ignore_case_(ignore_case) {
+    if (pattern.empty()) throw invalid_argument("grep: \"pattern\" must not be empty");
+    if (regex) {
+      int rc = ::regcomp(&re_, pattern.c_str(),
+                         REG_EXTENDED | REG_NOSUB | (ignore_case ? REG_ICASE : 0));
+      if (rc != 0) {
+        char msg[256];
+        ::regerror(rc, &re_, msg, sizeof msg);
+        throw invalid_argument("grep: bad regular expression \"" + pattern + "\": " + msg);
+      }
+      compiled_ = true;
+    } else if (ignore_case) {
+      for (auto& ch : pattern_)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+  }
+  ~LineMatcher() {
+    if (compiled_) ::regfree(&re_);
+  }
+  LineMatcher(const LineMatcher&) = delete;
+  LineMatcher& operator=(const LineMatcher&) = delete;
+
+  bool matches(std::string line) const {
+    if (regex_) return ::regexec(&re_, line.c_str(), 0, nullptr, 0) == 0;
+    if (ignore_case_) {
+      for (auto& ch : line) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    return line.find(pattern_) != std::string::npos;
+  }
+
+ private:
+  std::string pattern_;
+  bool regex_;
+  bool ignore_case_;
+  bool compiled_ = false;
+  regex_t re_{};
+};
+
+json do_grep(int rootfd, const json& req) {
+  std::string path = required_path(req);
+  auto pat = req.find("pattern");
+  if (pat == req.end() || !pat->is_string())
+    throw invalid_argument("grep: \"pattern\" is required");
+  LineMatcher matcher(pat->get<std::string>(), req.value("regex", false),
+                      req.value("ignore_case", false));
+  std::string glob = req.value("glob", std::string("*"));
+  size_t limit = limit_of(req, 1000, 100000);
+  int max_depth = max_depth_of(req);
+  uint64_t max_size = req.value("max_file_size", uint64_t{10} << 20);
+  constexpr size_t kMaxLine = 4096;
+  json matches = json::array();
+  bool truncated = false;
+  auto search = [&](int fd, const std::string& file) {
+    std::string content = sys::read_fd(fd, max_size);
+    if (content.find('\0') != std::string::npos) return true;  // binary: skipped
+    size_t line_no = 0, pos = 0;
+    while (pos < content.size()) {
+      size_t end = content.find('\n', pos);
+      if (end == std::string::npos) end = content.size();
+      ++line_no;
+      std::string line = content.substr(pos, end - pos);
+      if (matcher.matches(line)) {
+        if (matches.size() >= limit) {
+          truncated = true;
+          return false;
+        }
+        if (line.size() > kMaxLine) line.resize(kMaxLine);
+        matches.push_back({{"path", file}, {"line", line_no}, {"text", line}});
+      }
+      pos = end + 1;
+    }
+    return true;
+  };
+  sys::UniqueFd start = open_path(rootfd, path, O_RDONLY | O_NONBLOCK, "grep");
+  struct stat st;
+  if (::fstat(start.get(), &st) != 0) fail("grep", path);
+  if (S_ISREG(st.st_mode)) {
+    search(start.get(), path);
+  } else if (S_ISDIR(st.st_mode)) {
+    walk(start.get(), path, 1, max_depth,
+         [&](const std::string& p, const std::string& name, const struct stat& s) {
+           if (!S_ISREG(s.st_mode) || static_cast<uint64_t>(s.st_size) > max_size) return true;
+           if (::fnmatch(glob.c_str(), name.c_str(), FNM_PERIOD) != 0) return true;
+           sys::UniqueFd f = sys::open_in_root(rootfd, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+           return !f || search(f.get(), p);
+         });
+  } else {
+    throw invalid_argument("grep " + path + ": not a file or directory");
+  }
+  return {{"matches", matches}, {"truncated", truncated}};
+}
+
 }  // namespace
 
 std::string clean_path(const std::string& path) {
@@ -253,7 +438,7 @@ std::string clean_path(const std::string& path) {
 
 bool is_file_operation(const std::string& op) {
   return op == "stat" || op == "list" || op == "mkdir" || op == "remove" || op == "rename" ||
-         op == "chmod" || op == "chown";
+         op == "chmod" || op == "chown" || op == "symlink" || op == "find" || op == "grep";
 }
 
 json file_operation(int rootfd, const std::string& op, const json& request) {
@@ -264,6 +449,9 @@ json file_operation(int rootfd, const std::string& op, const json& request) {
   if (op == "rename") return do_rename(rootfd, request);
   if (op == "chmod") return do_chmod(rootfd, request);
   if (op == "chown") return do_chown(rootfd, request);
+  if (op == "symlink") return do_symlink(rootfd, request);
+  if (op == "find") return do_find(rootfd, request);
+  if (op == "grep") return do_grep(rootfd, request);
   throw invalid_argument("unknown file operation \"" + op + "\"");
 }
 

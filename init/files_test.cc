@@ -101,6 +101,52 @@ TEST_F(FilesTest, SymlinksAndDotDotStayInsideTheRoot) {
   EXPECT_TRUE(sys::exists(dir_ + "/etc/pitbox-test-file"));
 }
 
+TEST_F(FilesTest, FindByNameAndType) {
+  op("mkdir", {{"path", "/src/pkg"}, {"parents", true}});
+  sys::write_file(dir_ + "/src/a.py", "x");
+  sys::write_file(dir_ + "/src/pkg/b.py", "x");
+  sys::write_file(dir_ + "/src/pkg/c.txt", "x");
+  ASSERT_EQ(::symlink("/", (dir_ + "/src/loop").c_str()), 0);  // never followed
+  json r = op("find", {{"path", "/src"}, {"name", "*.py"}});
+  ASSERT_EQ(r["matches"].size(), 2u);
+  EXPECT_EQ(r["matches"][0]["path"], "/src/a.py");
+  EXPECT_EQ(r["matches"][1]["path"], "/src/pkg/b.py");
+  EXPECT_FALSE(r["truncated"].get<bool>());
+  EXPECT_EQ(op("find", {{"path", "/src"}, {"type", "dir"}})["matches"][0]["path"], "/src/pkg");
+  EXPECT_EQ(op("find", {{"path", "/src"}, {"name", "*.py"}, {"max_depth", 1}})["matches"].size(),
+            1u);
+  json limited = op("find", {{"path", "/src"}, {"limit", 1}});
+  EXPECT_EQ(limited["matches"].size(), 1u);
+  EXPECT_TRUE(limited["truncated"].get<bool>());
+}
+
+TEST_F(FilesTest, GrepFixedAndRegex) {
+  op("mkdir", {{"path", "/src"}});
+  sys::write_file(dir_ + "/src/a.py", "import os\nprint('Hello')\n");
+  sys::write_file(dir_ + "/src/b.txt", "hello world\n");
+  sys::write_file(dir_ + "/src/bin", std::string("hello\0binary", 12));
+  json r = op("grep", {{"path", "/src"}, {"pattern", "hello"}});
+  ASSERT_EQ(r["matches"].size(), 1u);  // case-sensitive, binary skipped
+  EXPECT_EQ(r["matches"][0]["path"], "/src/b.txt");
+  EXPECT_EQ(r["matches"][0]["line"], 1);
+  r = op("grep", {{"path", "/src"}, {"pattern", "hello"}, {"ignore_case", true}, {"glob", "*.py"}});
+  ASSERT_EQ(r["matches"].size(), 1u);
+  EXPECT_EQ(r["matches"][0]["line"], 2);
+  r = op("grep", {{"path", "/src/a.py"}, {"pattern", "^imp.rt [a-z]+$"}, {"regex", true}});
+  ASSERT_EQ(r["matches"].size(), 1u);
+  EXPECT_EQ(r["matches"][0]["text"], "import os");
+  EXPECT_EQ(fails("grep", {{"path", "/src"}, {"pattern", "(unclosed"}, {"regex", true}}),
+            ErrorCode::invalid_argument);
+}
+
+TEST_F(FilesTest, SymlinkIsMadeInsideTheRoot) {
+  op("symlink", {{"path", "/../link"}, {"target", "/etc/passwd"}});
+  char target[64] = {};
+  ASSERT_GT(::readlink((dir_ + "/link").c_str(), target, sizeof target - 1), 0);
+  EXPECT_STREQ(target, "/etc/passwd");
+  EXPECT_EQ(fails("symlink", {{"path", "/link"}, {"target", "x"}}), ErrorCode::conflict);
+}
+
 TEST_F(FilesTest, ReadRefusesDirectoriesAndFifos) {
   op("mkdir", {{"path", "/d"}});
   ASSERT_EQ(::mkfifo((dir_ + "/fifo").c_str(), 0644), 0);

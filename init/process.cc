@@ -212,6 +212,7 @@ std::unique_ptr<Process> spawn_process(uint32_t stream, const proto::SpawnReques
 
   auto proc = std::make_unique<Process>();
   proc->stream = stream;
+  proc->argv = req.argv;
   proc->tty = req.tty;
   sys::UniqueFd child_in, child_out, child_err;
   if (req.tty) {

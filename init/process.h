@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "proto/messages.h"
 #include "sys/fd.h"
@@ -18,6 +19,7 @@ namespace pitbox::init {
 struct Process {
   uint32_t stream = 0;
   pid_t pid = 0;
+  std::vector<std::string> argv;
   bool tty = false;
   // Pipe ends, or for a terminal the master in `input` with `output` and `errors` unset.
   sys::UniqueFd input;

@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "init/files.h"
 #include "proto/messages.h"
@@ -43,9 +45,66 @@ Server::Server(Loop& loop, sys::UniqueFd channel, Options options)
 
 void Server::start() {
   loop_.add(channel_.get(), EPOLLIN, [this](uint32_t ev) { on_channel(ev); });
-  proto::Hello hello{
-      proto::kVersion, std::string("pitbox-init/") + PITBOX_VERSION, {"pty", "files", "signals"}};
+  make_spare();
+  say_hello();
+}
+
+void Server::say_hello() {
+  proto::Hello hello{proto::kVersion,
+                     std::string("pitbox-init/") + PITBOX_VERSION,
+                     {"pty", "files", "signals", "find", "grep", "reattach"},
+                     {}};
+  for (const auto& [stream, p] : processes_) {
+    hello.processes.push_back({stream, p->pid, p->argv, p->tty, p->exit_status.has_value()});
+  }
   send_json(FrameType::hello, 0, hello);
+}
+
+void Server::make_spare() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
+    std::fprintf(stderr, "pitbox-init: no spare channel: %s\n", std::strerror(errno));
+    return;
+  }
+  sys::UniqueFd node(fds[0]), mine(fds[1]);
+  if (node.get() != proto::kSpareChannelFd) {
+    if (::dup3(node.get(), proto::kSpareChannelFd, O_CLOEXEC) < 0) {
+      std::fprintf(stderr, "pitbox-init: no spare channel: %s\n", std::strerror(errno));
+      return;
+    }
+    node.reset(proto::kSpareChannelFd);
+  }
+  spare_node_ = std::move(node);
+  spare_init_ = std::move(mine);
+  loop_.add(spare_init_.get(), EPOLLIN, [this](uint32_t ev) { on_spare(ev); });
+}
+
+// A node took the spare's other end (pidfd_getfd) and spoke: it is the channel from now on.
+// The old channel, if any, belonged to a node that is gone (a daemon restarted).
+void Server::on_spare(uint32_t) {
+  if (channel_) {
+    loop_.remove(channel_.get());
+    channel_.reset();
+  }
+  out_.clear();
+  out_pos_ = 0;
+  reads_.clear();
+  writes_.clear();
+  decoder_ = proto::FrameDecoder();
+  hello_received_ = false;
+  loop_.remove(spare_init_.get());
+  channel_ = std::move(spare_init_);
+  spare_node_.reset();  // the node has its own copy now
+  channel_up_ = true;
+  loop_.add(channel_.get(), EPOLLIN, [this](uint32_t ev) { on_channel(ev); });
+  make_spare();
+  // Output waits until the new node grants a window to the processes it follows.
+  for (auto& [stream, p] : processes_) {
+    p->credit = 0;
+    update_interest(*p);
+  }
+  say_hello();
+  on_channel(EPOLLIN);
 }
 
 // ---------------------------------------------------------------------------------------------

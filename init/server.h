@@ -27,6 +27,7 @@ class Server {
   void child_exited(pid_t pid, const sys::ExitStatus& status);
   // Passes a signal that init received on to every process group it started.
   void forward_signal(int sig);
+  // Also where a restarted node finds processes again (see proto::kSpareChannelFd).
 
  private:
   struct Read {
@@ -40,6 +41,9 @@ class Server {
     bool failed = false;
   };
 
+  void make_spare();
+  void on_spare(uint32_t events);
+  void say_hello();
   void on_channel(uint32_t events);
   void flush();
   void channel_lost(const std::string& why);
@@ -64,6 +68,9 @@ class Server {
 
   Loop& loop_;
   sys::UniqueFd channel_;
+  // The spare channel: the node's end at proto::kSpareChannelFd, ours watched for a takeover.
+  sys::UniqueFd spare_node_;
+  sys::UniqueFd spare_init_;
   Options options_;
   proto::FrameDecoder decoder_;
   std::string out_;

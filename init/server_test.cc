@@ -5,10 +5,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <thread>
@@ -51,6 +53,19 @@ class InitProcess {
     ASSERT_TRUE(sys::write_all(fd_, f));
   }
   void send_raw(const std::string& bytes) { ASSERT_TRUE(sys::write_all(fd_, bytes)); }
+
+  // The node goes away (its end of the channel closes) and a new one takes the spare channel
+  // from init with pidfd_getfd, as a restarted daemon does.
+  void reconnect_through_spare() {
+    ::close(fd_);
+    decoder_ = proto::FrameDecoder();
+    eof_ = false;
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    ASSERT_GE(pidfd, 0);
+    fd_ = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, proto::kSpareChannelFd, 0));
+    ::close(pidfd);
+    ASSERT_GE(fd_, 0) << std::strerror(errno);
+  }
   void request(uint32_t stream, const json& body) { send(FrameType::request, stream, body.dump()); }
   void hello() {
     send(FrameType::hello, 0, json(proto::Hello{proto::kVersion, "test", {}}).dump());
@@ -301,6 +316,34 @@ TEST_F(ServerTest, OrphansAreReaped) {
   std::string children = sys::read_file("/proc/" + std::to_string(init_->pid()) + "/task/" +
                                         std::to_string(init_->pid()) + "/children");
   EXPECT_EQ(children, "");
+}
+
+TEST_F(ServerTest, ANewNodeTakesOverThroughTheSpareChannel) {
+  spawn(7, {"sh", "-c", "echo before; read x; echo after $x; exit 4"}, {{"stdin", true}});
+  ASSERT_TRUE(init_->response(7)["ok"].get<bool>());
+  init_->reconnect_through_spare();
+  init_->hello();
+  auto hello = init_->next();
+  ASSERT_TRUE(hello);
+  ASSERT_EQ(hello->type, FrameType::hello);
+  auto h = json::parse(hello->payload).get<proto::Hello>();
+  ASSERT_EQ(h.processes.size(), 1u);
+  EXPECT_EQ(h.processes[0].stream, 7u);
+  EXPECT_EQ(h.processes[0].argv[0], "sh");
+  EXPECT_FALSE(h.processes[0].exited);
+  // The process kept running; its output waited for the new node's window.
+  init_->send(FrameType::window, 7, proto::encode_window(65536));
+  init_->send(FrameType::stdin, 7, "again\n");
+  auto r = init_->run_until_exit(7);
+  EXPECT_NE(r.out.find("after again"), std::string::npos) << r.out;
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.exit->code, 4);
+  // And there is a new spare for the next time.
+  init_->reconnect_through_spare();
+  init_->hello();
+  auto again = init_->next();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->type, FrameType::hello);
 }
 
 TEST_F(ServerTest, FilesWriteReadAndStayInTheRoot) {

@@ -19,6 +19,9 @@ constexpr uint32_t kDataChunk = 64u << 10;
 // Bytes a sender may have in flight on one stream before the receiver grants more.
 constexpr uint32_t kDefaultWindow = 256u << 10;
 constexpr uint32_t kMaxWindow = 16u << 20;
+// Init keeps the node's end of a spare channel at this fd. A node that lost the channel (a
+// restarted daemon) takes it with pidfd_getfd and says hello on it: it becomes the channel.
+constexpr int kSpareChannelFd = 100;
 
 enum class FrameType : uint8_t {
   hello = 1,     // JSON, both ways, first frame each way: version and features

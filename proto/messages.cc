@@ -13,14 +13,29 @@ void get_opt(const json& j, const char* key, T& out) {
 
 }  // namespace
 
+void to_json(json& j, const ProcessInfo& v) {
+  j = {
+      {"stream", v.stream}, {"pid", v.pid}, {"argv", v.argv}, {"tty", v.tty}, {"exited", v.exited}};
+}
+
+void from_json(const json& j, ProcessInfo& v) {
+  j.at("stream").get_to(v.stream);
+  get_opt(j, "pid", v.pid);
+  get_opt(j, "argv", v.argv);
+  get_opt(j, "tty", v.tty);
+  get_opt(j, "exited", v.exited);
+}
+
 void to_json(json& j, const Hello& v) {
   j = {{"version", v.version}, {"agent", v.agent}, {"features", v.features}};
+  if (!v.processes.empty()) j["processes"] = v.processes;
 }
 
 void from_json(const json& j, Hello& v) {
   j.at("version").get_to(v.version);
   get_opt(j, "agent", v.agent);
   get_opt(j, "features", v.features);
+  get_opt(j, "processes", v.processes);
 }
 
 void to_json(json& j, const SpawnRequest& v) {

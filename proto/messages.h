@@ -13,10 +13,22 @@
 
 namespace pitbox::proto {
 
+// A process init runs, as told to a node that (re)attaches.
+struct ProcessInfo {
+  uint32_t stream = 0;
+  int pid = 0;
+  std::vector<std::string> argv;
+  bool tty = false;
+  bool exited = false;  // its exit frame follows once its output is read
+};
+
 struct Hello {
   uint32_t version = 0;
   std::string agent;                  // "pitbox-init/0.1.0", "pitbox/0.1.0"
   std::vector<std::string> features;  // what this side can do beyond the version's basics
+  // init's hello to a node that took over through the spare channel: the processes it has.
+  // Their output waits until the node grants them a window.
+  std::vector<ProcessInfo> processes;
 };
 
 // Start a process. The request's stream id becomes the process's stream id.
@@ -50,6 +62,8 @@ struct FileInfo {
   std::string target;  // for symlinks
 };
 
+void to_json(nlohmann::json& j, const ProcessInfo& v);
+void from_json(const nlohmann::json& j, ProcessInfo& v);
 void to_json(nlohmann::json& j, const Hello& v);
 void from_json(const nlohmann::json& j, Hello& v);
 void to_json(nlohmann::json& j, const SpawnRequest& v);
