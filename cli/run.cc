@@ -130,12 +130,14 @@ class Session {
   }
 
   std::optional<sys::ExitStatus> status() const { return status_; }
+  int interrupted() const { return interrupted_; }
   const std::optional<Error>& error() const { return error_; }
 
  private:
   asio::awaitable<void> main() {
     channel_ = std::make_shared<node::Channel>(io_.get_executor(), box_->box().take_channel());
-    channel_->start();  // the spawn request follows the hello without waiting for init's
+    if (interrupted_) co_return;  // a signal came while the box was being made
+    channel_->start();            // the spawn request follows the hello without waiting for init's
     proto::SpawnRequest req;
     req.argv = options_.command;
     req.env = command_env(options_, box_->image());
@@ -153,7 +155,6 @@ class Session {
     }
     req.stdin = attach_stdin_;
     process_ = co_await channel_->spawn(req);
-    if (pending_signal_) forward(pending_signal_);
     if (attach_stdin_) asio::co_spawn(io_, pump_stdin(), asio::detached);
     for (;;) {
       node::ProcessEvent ev = co_await process_->next();
@@ -220,7 +221,10 @@ class Session {
   // Signals to pitbox go to the command's process group in the box, as if it ran here.
   void forward(int sig) {
     if (!process_) {
-      pending_signal_ = sig;  // the command is not started yet
+      // The command has not started: give up on it (this also ends a wait for an init that
+      // does not answer).
+      interrupted_ = sig;
+      if (channel_) channel_->close();
       return;
     }
     asio::co_spawn(io_, process_->signal(sig), asio::detached);
@@ -243,7 +247,7 @@ class Session {
   std::shared_ptr<node::Channel> channel_;
   std::shared_ptr<node::Process> process_;
   asio::posix::stream_descriptor* stdin_ = nullptr;
-  int pending_signal_ = 0;
+  int interrupted_ = 0;  // a signal that came before the command started
   std::optional<sys::ExitStatus> status_;
   std::optional<Error> error_;
 };
@@ -303,6 +307,8 @@ int run_command(const GlobalOptions& global, const RunOptions& options) {
                          : std::string()) +
                     " and was killed");
       }
+    } else if (session->interrupted()) {
+      code = 128 + session->interrupted();  // like a shell whose command got the signal
     } else {
       const Error& e = *session->error();
       if (box->stats().oom_kills > 0) {

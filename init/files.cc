@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "proto/frame.h"
 #include "proto/messages.h"
 #include "sys/error.h"
 #include "sys/fs.h"
@@ -26,6 +27,12 @@ namespace {
 
 constexpr size_t kDefaultListLimit = 1000;
 constexpr size_t kMaxListLimit = 10000;
+// A response must fit in one frame: results stop (and say so) before their JSON could reach
+// half the frame limit. Names from the box may grow six-fold when escaped.
+constexpr size_t kResultBudget = proto::kMaxPayload / 2;
+size_t json_cost(const std::string& a, const std::string& b = {}) {
+  return 6 * (a.size() + b.size()) + 160;
+}
 
 std::string required_path(const json& req, const char* key = "path") {
   auto it = req.find(key);
@@ -131,18 +138,25 @@ json do_list(int rootfd, const json& req) {
     names.push_back(std::move(e.name));
   }
   std::sort(names.begin(), names.end());
-  bool more = names.size() > limit;
-  if (more) names.resize(limit);
   json entries = json::array();
+  size_t cost = 0;
+  std::string last;
+  bool more = false;
   for (const auto& n : names) {
+    if (entries.size() >= limit || cost >= kResultBudget) {
+      more = true;
+      break;
+    }
+    last = n;
     struct stat st;
     if (::fstatat(fd.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // raced away
     proto::FileInfo info = info_of(st, n);
     if (S_ISLNK(st.st_mode)) info.target = read_link_at(fd.get(), n.c_str());
+    cost += json_cost(info.name, info.target);
     entries.push_back(info);
   }
   json out = {{"path", path}, {"entries", entries}};
-  out["next"] = more ? json(names.back()) : json(nullptr);
+  out["next"] = more ? json(last) : json(nullptr);
   return out;
 }
 
@@ -304,15 +318,17 @@ json do_find(int rootfd, const json& req) {
   sys::UniqueFd dir = open_path(rootfd, path, O_RDONLY | O_DIRECTORY, "find");
   json matches = json::array();
   bool truncated = false;
+  size_t cost = 0;
   walk(dir.get(), path, 1, max_depth,
        [&](const std::string& p, const std::string& name, const struct stat& st) {
          if (::fnmatch(pattern.c_str(), name.c_str(), FNM_PERIOD) != 0) return true;
          std::string t = type_name(st.st_mode);
          if (!type.empty() && t != type) return true;
-         if (matches.size() >= limit) {
+         if (matches.size() >= limit || cost >= kResultBudget) {
            truncated = true;
            return false;
          }
+         cost += json_cost(p);
          matches.push_back({{"path", p}, {"type", t}, {"size", static_cast<uint64_t>(st.st_size)}});
          return true;
        });
@@ -375,6 +391,7 @@ json do_grep(int rootfd, const json& req) {
   constexpr size_t kMaxLine = 4096;
   json matches = json::array();
   bool truncated = false;
+  size_t cost = 0;
   auto search = [&](int fd, const std::string& file) {
     std::string content = sys::read_fd(fd, max_size);
     if (content.find('\0') != std::string::npos) return true;  // binary: skipped
@@ -385,11 +402,12 @@ json do_grep(int rootfd, const json& req) {
       ++line_no;
       std::string line = content.substr(pos, end - pos);
       if (matcher.matches(line)) {
-        if (matches.size() >= limit) {
+        if (matches.size() >= limit || cost >= kResultBudget) {
           truncated = true;
           return false;
         }
         if (line.size() > kMaxLine) line.resize(kMaxLine);
+        cost += json_cost(file, line);
         matches.push_back({{"path", file}, {"line", line_no}, {"text", line}});
       }
       pos = end + 1;

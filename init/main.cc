@@ -17,7 +17,6 @@
 #include "init/server.h"
 #include "init/signals.h"
 #include "sys/error.h"
-#include "sys/fs.h"
 
 namespace {
 
@@ -84,17 +83,15 @@ int main(int argc, char** argv) {
     pitbox::sys::UniqueFd rootfd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!rootfd) pitbox::throw_errno("open root " + root);
 
-    // The runtime lowers init's oom_score_adj so the OOM killer picks a box's workload first.
-    bool reset_oom = false;
-    try {
-      std::string adj = pitbox::sys::read_file("/proc/self/oom_score_adj");
-      reset_oom = std::atoi(adj.c_str()) != 0;
-    } catch (const pitbox::Error&) {
-    }
+    // Opened before any process of the box runs: later it could replace what these paths lead to.
+    pitbox::sys::UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!devnull) pitbox::throw_errno("open /dev/null");
+    pitbox::sys::UniqueFd devpts(::open("/dev/pts", O_PATH | O_DIRECTORY | O_CLOEXEC));
 
     pitbox::init::Loop loop;
-    pitbox::init::Server server(loop, pitbox::sys::UniqueFd(channel_fd),
-                                {.rootfd = rootfd.get(), .reset_oom_score = reset_oom});
+    pitbox::init::Server server(
+        loop, pitbox::sys::UniqueFd(channel_fd),
+        {.rootfd = rootfd.get(), .devnull = devnull.get(), .devpts = devpts.get()});
     loop.add(sigfd.get(), EPOLLIN, [&](uint32_t) {
       signalfd_siginfo si;
       while (::read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {

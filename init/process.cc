@@ -44,7 +44,6 @@ struct ChildArgs {
   const gid_t* groups;
   size_t ngroups;
   const char* cwd;
-  bool reset_oom;
   int report_fd;
 };
 
@@ -77,13 +76,6 @@ int child_main(void* arg) {
     if (rc < 0) child_fail(a, kStageTty, rc);
   }
   for (int i = 0; i < 3; ++i) call(SYS_dup2, a->fds[i], i);
-  if (a->reset_oom) {
-    long fd = call(SYS_openat, AT_FDCWD, "/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      call(SYS_write, fd, "0", 1);
-      call(SYS_close, fd);
-    }
-  }
   long rc = call(SYS_setgroups, a->ngroups, a->groups);
   if (rc < 0 && (a->ngroups || rc != -EPERM)) child_fail(a, kStageIds, rc);
   if ((rc = call(SYS_setresgid, a->gid, a->gid, a->gid)) < 0) child_fail(a, kStageIds, rc);
@@ -216,13 +208,15 @@ std::unique_ptr<Process> spawn_process(uint32_t stream, const proto::SpawnReques
   proc->tty = req.tty;
   sys::UniqueFd child_in, child_out, child_err;
   if (req.tty) {
-    sys::UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    // ptmx of the box's own devpts, and the peer through the master: no path the box could
+    // have changed.
+    if (options.devpts < 0) throw Error(ErrorCode::unavailable, "no devpts for a terminal");
+    sys::UniqueFd master(::openat(options.devpts, "ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC));
     if (!master) throw_errno("opening a pseudo-terminal");
-    if (::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) throw_errno("unlockpt");
-    char name[128];
-    if (::ptsname_r(master.get(), name, sizeof name) != 0) throw_errno("ptsname");
-    sys::UniqueFd slave(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
-    if (!slave) throw_errno(std::string("open ") + name);
+    int unlock = 0;
+    if (::ioctl(master.get(), TIOCSPTLCK, &unlock) != 0) throw_errno("unlocking the terminal");
+    sys::UniqueFd slave(::ioctl(master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!slave) throw_errno("opening the terminal's peer");
     winsize ws{};
     ws.ws_row = req.rows ? req.rows : 24;
     ws.ws_col = req.cols ? req.cols : 80;
@@ -236,8 +230,8 @@ std::unique_ptr<Process> spawn_process(uint32_t stream, const proto::SpawnReques
       proc->input = std::move(p.write);
       child_in = std::move(p.read);
     } else {
-      child_in = sys::UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-      if (!child_in) throw_errno("open /dev/null");
+      child_in = sys::UniqueFd(::fcntl(options.devnull, F_DUPFD_CLOEXEC, 3));
+      if (!child_in) throw_errno("/dev/null");
     }
     Pipe out = make_pipe(), err = make_pipe();
     proc->output = std::move(out.read);
@@ -267,7 +261,6 @@ std::unique_ptr<Process> spawn_process(uint32_t stream, const proto::SpawnReques
   args.groups = id.groups.data();
   args.ngroups = id.groups.size();
   args.cwd = cwd.c_str();
-  args.reset_oom = options.reset_oom_score;
   args.report_fd = report.write.get();
 
   pid_t pid = ::clone(child_main, g_child_stack + sizeof g_child_stack,

@@ -38,10 +38,12 @@ struct Process {
 };
 
 struct SpawnOptions {
-  // Init's own oom_score_adj is lowered by the runtime; children start back at 0.
-  bool reset_oom_score = false;
   // Where file lookups (users, working directory creation) are confined.
   int rootfd = -1;
+  // Opened when init started, before any process of the box could replace what the paths
+  // lead to: /dev/null, and the directory of the box's devpts (for ptmx).
+  int devnull = -1;
+  int devpts = -1;
 };
 
 // Starts `req` as a new session. Throws Error (not_found for a missing executable or working

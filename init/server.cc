@@ -67,12 +67,18 @@ void Server::make_spare() {
     return;
   }
   sys::UniqueFd node(fds[0]), mine(fds[1]);
+  // Our end must not sit on the agreed number, and nothing else may be there.
+  if (mine.get() == proto::kSpareChannelFd) {
+    mine = sys::UniqueFd(::fcntl(mine.get(), F_DUPFD_CLOEXEC, proto::kSpareChannelFd + 1));
+  }
   if (node.get() != proto::kSpareChannelFd) {
-    if (::dup3(node.get(), proto::kSpareChannelFd, O_CLOEXEC) < 0) {
-      std::fprintf(stderr, "pitbox-init: no spare channel: %s\n", std::strerror(errno));
+    bool taken = ::fcntl(proto::kSpareChannelFd, F_GETFD) >= 0;
+    if (taken || !mine || ::dup3(node.get(), proto::kSpareChannelFd, O_CLOEXEC) < 0) {
+      std::fprintf(stderr, "pitbox-init: no spare channel (fd %d %s)\n", proto::kSpareChannelFd,
+                   taken ? "is taken" : "failed");
       return;
     }
-    node.reset(proto::kSpareChannelFd);
+    node = sys::UniqueFd(proto::kSpareChannelFd);
   }
   spare_node_ = std::move(node);
   spare_init_ = std::move(mine);
@@ -118,7 +124,15 @@ void Server::send(FrameType type, uint32_t stream, std::string_view payload) {
 }
 
 void Server::send_json(FrameType type, uint32_t stream, const json& body) {
-  send(type, stream, body.dump(-1, ' ', false, json::error_handler_t::replace));
+  std::string text = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() > proto::kMaxPayload) {
+    // The node would drop the channel over it: say what happened instead.
+    text = proto::error_response(
+               Error(ErrorCode::resource_exhausted, "the answer is " + std::to_string(text.size()) +
+                                                        " bytes, above the protocol's frame limit"))
+               .dump();
+  }
+  send(type, stream, text);
 }
 
 void Server::flush() {
@@ -336,8 +350,9 @@ json Server::run_request(uint32_t stream, const std::string& op, const json& req
 void Server::spawn(uint32_t stream, const json& request, json& reply) {
   auto req = request.get<proto::SpawnRequest>();
   SpawnOptions opts;
-  opts.reset_oom_score = options_.reset_oom_score;
   opts.rootfd = options_.rootfd;
+  opts.devnull = options_.devnull;
+  opts.devpts = options_.devpts;
   std::unique_ptr<Process> p = spawn_process(stream, req, opts);
   p->credit = req.window ? std::min(req.window, proto::kMaxWindow) : proto::kDefaultWindow;
   Process& proc = *p;

@@ -17,8 +17,9 @@ namespace pitbox::init {
 class Server {
  public:
   struct Options {
-    int rootfd = -1;               // where file operations are confined ("/" in a box)
-    bool reset_oom_score = false;  // children start at oom_score_adj 0
+    int rootfd = -1;   // where file operations are confined ("/" in a box)
+    int devnull = -1;  // /dev/null and the devpts directory, opened at start
+    int devpts = -1;
   };
 
   Server(Loop& loop, sys::UniqueFd channel, Options options);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "proto/frame.h"
@@ -344,6 +345,40 @@ TEST_F(ServerTest, ANewNodeTakesOverThroughTheSpareChannel) {
   auto again = init_->next();
   ASSERT_TRUE(again);
   EXPECT_EQ(again->type, FrameType::hello);
+}
+
+TEST_F(ServerTest, AFifoPlantedInTheBoxDoesNotBlockInit) {
+  sys::make_dirs(root_ + "/etc");
+  ASSERT_EQ(::mkfifo((root_ + "/etc/passwd").c_str(), 0644), 0);
+  spawn(1, {"true"}, {{"user", "nobody"}});
+  json resp = init_->response(1);  // no user database: "nobody" is unknown, but init answers
+  EXPECT_EQ(resp["error"]["code"], "not_found");
+  init_->request(2, {{"op", "ping"}});
+  EXPECT_TRUE(init_->response(2)["ok"].get<bool>());
+}
+
+TEST_F(ServerTest, LargeListingsArePagedWithinTheFrameLimit) {
+  sys::make_dirs(root_ + "/many");
+  std::string pad(200, 'n');
+  for (int i = 0; i < 6000; ++i) sys::write_file(root_ + "/many/" + pad + std::to_string(i), "");
+  std::set<std::string> seen;
+  std::string after;
+  for (int page = 0; page < 100; ++page) {
+    json req = {{"op", "list"}, {"path", "/many"}, {"limit", 10000}};
+    if (!after.empty()) req["after"] = after;
+    init_->request(100 + page, req);
+    json resp = init_->response(100 + page);
+    ASSERT_TRUE(resp["ok"].get<bool>()) << resp.dump().substr(0, 200);
+    for (const auto& e : resp["entries"]) seen.insert(e["name"].get<std::string>());
+    if (resp["next"].is_null()) break;
+    after = resp["next"].get<std::string>();
+  }
+  EXPECT_EQ(seen.size(), 6000u);
+  init_->request(30, {{"op", "find"}, {"path", "/many"}, {"limit", 100000}});
+  json found = init_->response(30);
+  ASSERT_TRUE(found["ok"].get<bool>()) << found.dump();
+  EXPECT_TRUE(found["truncated"].get<bool>());
+  EXPECT_FALSE(init_->eof());
 }
 
 TEST_F(ServerTest, FilesWriteReadAndStayInTheRoot) {

@@ -1,6 +1,7 @@
 #include "init/users.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <charconv>
 #include <optional>
@@ -28,10 +29,17 @@ std::optional<uint32_t> number(const std::string& s) {
   return v;
 }
 
+// The box owns these files: a FIFO planted there must not block init, and anything but a
+// regular file counts as missing.
 std::string read_in_root(int rootfd, const char* path) {
-  sys::UniqueFd fd = sys::open_in_root(rootfd, path, O_RDONLY);
-  if (!fd) return {};
-  return sys::read_fd(fd.get(), 4u << 20);
+  sys::UniqueFd fd = sys::open_in_root(rootfd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  try {
+    return sys::read_fd(fd.get(), 4u << 20);
+  } catch (const Error&) {
+    return {};
+  }
 }
 
 struct PasswdEntry {

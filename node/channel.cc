@@ -26,8 +26,9 @@ asio::awaitable<ProcessEvent> Process::next() {
   ProcessEvent ev = std::move(events_.front());
   events_.pop_front();
   if (ev.kind != ProcessEvent::Kind::exit && !ev.data.empty()) {
-    channel_->send(FrameType::window, stream_,
-                   proto::encode_window(static_cast<uint32_t>(ev.data.size())));
+    auto n = static_cast<uint32_t>(ev.data.size());
+    output_allowed_ += n;
+    channel_->send(FrameType::window, stream_, proto::encode_window(n));
   }
   co_return ev;
 }
@@ -168,6 +169,11 @@ void Channel::dispatch(proto::Frame& frame) {
       return;
     }
     case FrameType::response:
+      // Only answers to requests we made: a hostile init must not make us store anything else.
+      if (!pending_.erase(frame.stream)) {
+        throw invalid_argument("response on stream " + std::to_string(frame.stream) +
+                               ", which has no request waiting");
+      }
       responses_[frame.stream] = proto::parse_payload(frame.payload, "response");
       changed_.notify();
       return;
@@ -175,6 +181,12 @@ void Channel::dispatch(proto::Frame& frame) {
     case FrameType::stderr:
       if (auto p = process()) {
         if (frame.payload.empty()) return;  // end of that stream; the exit follows
+        // What is queued for a process is bounded by the window we granted it.
+        if (frame.payload.size() > p->output_allowed_) {
+          throw invalid_argument("output on stream " + std::to_string(frame.stream) +
+                                 " beyond the window it was granted");
+        }
+        p->output_allowed_ -= static_cast<uint32_t>(frame.payload.size());
         p->events_.push_back({frame.type == FrameType::stdout ? ProcessEvent::Kind::stdout
                                                               : ProcessEvent::Kind::stderr,
                               std::move(frame.payload),
@@ -195,7 +207,8 @@ void Channel::dispatch(proto::Frame& frame) {
       if (auto p = process()) {
         auto inc = proto::decode_window(frame.payload);
         if (!inc) throw invalid_argument("malformed window frame");
-        p->stdin_credit_ += *inc;
+        p->stdin_credit_ = static_cast<uint32_t>(
+            std::min<uint64_t>(uint64_t{p->stdin_credit_} + *inc, proto::kMaxWindow));
         p->changed_.notify();
       }
       return;
@@ -240,6 +253,7 @@ asio::awaitable<json> Channel::response(uint32_t stream) {
 asio::awaitable<json> Channel::call(json request) {
   check_open();
   uint32_t stream = next_stream();
+  pending_.insert(stream);
   send(FrameType::request, stream, request.dump());
   co_return proto::unwrap_response(co_await response(stream));
 }
@@ -249,7 +263,9 @@ asio::awaitable<std::shared_ptr<Process>> Channel::spawn(proto::SpawnRequest req
   if (request.window == 0) request.window = proto::kDefaultWindow;
   uint32_t stream = next_stream();
   auto p = std::make_shared<Process>(shared_from_this(), stream);
+  p->output_allowed_ = request.window;
   processes_[stream] = p;
+  pending_.insert(stream);
   send(FrameType::request, stream, json(request).dump());
   json reply;
   try {

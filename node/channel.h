@@ -14,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "proto/frame.h"
@@ -69,6 +70,8 @@ class Process {
   uint32_t stream_;
   int pid_ = 0;
   uint32_t stdin_credit_ = 0;
+  // Output init may still send before we grant more; more than this is a protocol breach.
+  uint32_t output_allowed_ = 0;
   bool exited_ = false;
   sys::ExitStatus exit_status_;
   std::deque<ProcessEvent> events_;
@@ -110,6 +113,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   bool reading_ = false;
   std::optional<proto::Hello> hello_;
   std::map<uint32_t, nlohmann::json> responses_;
+  std::set<uint32_t> pending_;  // requests sent and not answered: the only responses accepted
   std::map<uint32_t, std::weak_ptr<Process>> processes_;
   std::optional<Error> error_;
   Notifier changed_;

@@ -130,7 +130,18 @@ bool make_dirs(const std::string& path, mode_t mode) {
 namespace {
 
 // Removes everything inside the directory `fd` (which lives on device `dev`).
-void empty_dir(int fd, dev_t dev, const std::string& where) {
+// Trees deeper than this are flattened rather than followed down: one open fd per level, and a
+// box could nest directories deeper than any fd limit.
+constexpr int kMaxOpenDepth = 32;
+
+struct Removal {
+  int top;    // the tree's root, where too-deep directories are moved
+  dev_t dev;  // the filesystem it must not leave
+  unsigned moved = 0;
+};
+
+// Removes everything inside the directory `fd`.
+void empty_dir(Removal& r, int fd, const std::string& where, int depth) {
   // Read the names first (unlinking while reading a directory may skip entries), and read again
   // until the directory is empty.
   for (;;) {
@@ -140,17 +151,22 @@ void empty_dir(int fd, dev_t dev, const std::string& where) {
       const std::string& name = entry.name;
       if (::unlinkat(fd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
       if (errno != EISDIR && errno != EPERM) throw_errno("unlink " + where + "/" + name);
+      if (depth >= kMaxOpenDepth) {
+        // Moved up to the root of the tree; the loop there gets to it.
+        std::string up = ".pitbox-deep-" + std::to_string(r.moved++);
+        if (::renameat(fd, name.c_str(), r.top, up.c_str()) == 0) continue;
+      }
       UniqueFd child(::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!child) throw_errno("open " + where + "/" + name);
       struct stat st;
       if (::fstat(child.get(), &st) != 0) throw_errno("stat " + where + "/" + name);
-      if (st.st_dev != dev) {
+      if (st.st_dev != r.dev) {
         throw Error(ErrorCode::conflict, "refusing to remove " + where + "/" + name +
                                              ": another filesystem is mounted there");
       }
       // Directories left with no permissions (overlayfs work dirs) must be opened up first.
       if ((st.st_mode & 0700) != 0700) ::fchmod(child.get(), 0700);
-      empty_dir(child.get(), dev, where + "/" + name);
+      empty_dir(r, child.get(), where + "/" + name, depth + 1);
       if (::unlinkat(fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
         throw_errno("rmdir " + where + "/" + name);
       }
@@ -171,7 +187,8 @@ void remove_tree_at(int dirfd, const std::string& name) {
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + name);
   if ((st.st_mode & 0700) != 0700) ::fchmod(fd.get(), 0700);
-  empty_dir(fd.get(), st.st_dev, name);
+  Removal r{fd.get(), st.st_dev};
+  empty_dir(r, fd.get(), name, 0);
   fd.reset();
   if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     throw_errno("rmdir " + name);

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -35,6 +37,33 @@ TEST(RemoveTree, RemovesDeepTreesButNeverFollowsSymlinks) {
   EXPECT_FALSE(exists(t.path() + "/a"));
   EXPECT_EQ(read_file(outside.path() + "/keep"), "precious");
   remove_tree(t.path() + "/does-not-exist");  // not an error
+}
+
+TEST(RemoveTree, RemovesTreesDeeperThanTheFdLimit) {
+  TempDir t;
+  // 3000 levels: a recursive removal holding one fd per level would need more fds than the
+  // child below may open.
+  UniqueFd dir(::open(t.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_EQ(::mkdirat(dir.get(), "d", 0755), 0);
+    dir = UniqueFd(::openat(dir.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(dir.valid());
+  }
+  dir.reset();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    rlimit few{64, 64};
+    ::setrlimit(RLIMIT_NOFILE, &few);
+    try {
+      remove_tree(t.path() + "/d");
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(exists(t.path() + "/d") ? 2 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(OpenInRoot, NeverLeavesTheRoot) {

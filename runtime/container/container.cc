@@ -72,13 +72,21 @@ void send_go(int sync_fd, int root_mount_fd) {
 
 // Waits until the child has exec'd pitbox-init (its end of the sync socket closes) or reports
 // a failure.
-void wait_for_exec(int sync_fd) {
+void wait_for_exec(int sync_fd, sys::Pidfd& child) {
   pollfd p{sync_fd, POLLIN, 0};
   int ready = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kStartTimeout).count()));
   if (ready == 0) throw Error(ErrorCode::unavailable, "the box did not start within 30 s");
   ChildFailure failure{};
   ssize_t n = ::recv(sync_fd, &failure, sizeof failure, 0);
-  if (n == 0) return;
+  if (n == 0) {
+    // Closed: the child exec'd pitbox-init, or died without a word (killed, out of memory).
+    if (auto status = child.try_wait()) {
+      throw Error(
+          ErrorCode::internal,
+          "the box's first process ended before starting pitbox-init (" + status->describe() + ")");
+    }
+    return;
+  }
   if (n != static_cast<ssize_t>(sizeof failure)) throw_errno("reading the box's start report");
   failure.what[sizeof failure.what - 1] = 0;
   std::string what = failure.what[0] ? std::string(" ") + failure.what : "";
@@ -221,19 +229,14 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
     write_id_maps(pid, spec.ids);
     if (cgroup) cgroup->add_process(pid);
     std::string proc = "/proc/" + std::to_string(pid);
-    // The OOM killer should take a box's workload, not its init. Lowering it needs
-    // CAP_SYS_RESOURCE, which some hosts withhold even from root: then init stays at 0 (and we
-    // stop trying).
-    if (can_protect_init_) {
-      sys::UniqueFd adj(::open((proc + "/oom_score_adj").c_str(), O_WRONLY | O_CLOEXEC));
-      if (!adj || ::write(adj.get(), "-999", 4) != 4) can_protect_init_ = false;
-    }
+    // init's oom_score_adj is left alone: lowering it (with CAP_SYS_RESOURCE) would let every
+    // process of the box lower its own as far, out of the host's OOM killer's reach.
     raise_open_files_limit(pid);
     sys::UniqueFd userns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
     if (!userns) throw_errno("opening the box's user namespace");
     sys::UniqueFd root = make_root_mount(spec.rootfs, spec.ids, userns.get(), spec.etc_hosts);
     send_go(sync_parent.get(), root.get());
-    wait_for_exec(sync_parent.get());
+    wait_for_exec(sync_parent.get(), child);
   } catch (...) {
     child.kill_and_reap();
     throw;

@@ -31,7 +31,6 @@ class ContainerRuntime final : public Runtime {
   std::unique_ptr<sys::Cgroups> cgroups_;
   sys::CapSet caps_;
   int last_cap_;
-  bool can_protect_init_ = true;  // false once lowering init's oom_score_adj was refused
 };
 
 }  // namespace pitbox::runtime::container
