@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
       while ((pid = ::waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
         server.child_exited(pid, pitbox::sys::ExitStatus::from_wait_status(status));
       }
+      server.after_reaping();
     });
     server.start();
     loop.run();

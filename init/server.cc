@@ -4,10 +4,13 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "init/files.h"
@@ -290,6 +293,13 @@ void Server::handle_request(uint32_t stream, const json& request) {
 // The result of a request, or null when the response comes later (file writes).
 json Server::run_request(uint32_t stream, const std::string& op, const json& request) {
   if (op == "ping") return json::object();
+  if (op == "shutdown") {
+    int grace = request.value("grace_ms", 10000);
+    if (grace < 0 || grace > 3600000)
+      throw invalid_argument("\"grace_ms\" must be from 0 to 3600000");
+    begin_shutdown(grace);
+    return json::object();
+  }
   if (op == "spawn" || op == "read" || op == "write") {
     if (stream == 0 || stream_in_use(stream)) {
       throw Error(ErrorCode::conflict, "stream " + std::to_string(stream) + " is already in use");
@@ -484,6 +494,46 @@ void Server::maybe_finish(Process& p) {
     if (*fd) loop_.remove(fd->get());
   }
   processes_.erase(p.stream);  // destroys p
+}
+
+// Every process of the box: with init as PID 1 that is kill(-1), which also reaches orphans and
+// daemons it never started; otherwise (tests) the process groups it started.
+void Server::signal_everyone(int sig) {
+  if (::getpid() == 1) {
+    ::kill(-1, sig);
+    return;
+  }
+  for (auto& [stream, p] : processes_) {
+    if (!p->exit_status) ::kill(-p->pid, sig);
+  }
+}
+
+// Stopping a box: SIGTERM to everything, SIGKILL to what is left after the grace period; init
+// exits once every process is gone, which ends the box.
+void Server::begin_shutdown(int grace_ms) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  signal_everyone(SIGTERM);
+  shutdown_timer_ = sys::UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (shutdown_timer_) {
+    itimerspec when{};
+    when.it_value.tv_sec = grace_ms / 1000;
+    when.it_value.tv_nsec = (grace_ms % 1000) * 1000000L + 1;
+    ::timerfd_settime(shutdown_timer_.get(), 0, &when, nullptr);
+    loop_.add(shutdown_timer_.get(), EPOLLIN, [this](uint32_t) {
+      loop_.remove(shutdown_timer_.get());
+      signal_everyone(SIGKILL);
+    });
+  }
+  after_reaping();
+}
+
+void Server::after_reaping() {
+  if (!shutting_down_) return;
+  if (::waitid(P_ALL, 0, nullptr, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0) return;  // some left
+  if (errno != ECHILD) return;
+  flush();
+  std::exit(0);
 }
 
 void Server::forward_signal(int sig) {

@@ -28,6 +28,8 @@ class Server {
   void child_exited(pid_t pid, const sys::ExitStatus& status);
   // Passes a signal that init received on to every process group it started.
   void forward_signal(int sig);
+  // After children were reaped: when shutting down and none is left, init exits.
+  void after_reaping();
   // Also where a restarted node finds processes again (see proto::kSpareChannelFd).
 
  private:
@@ -66,6 +68,8 @@ class Server {
 
   void on_data(uint32_t stream, std::string& bytes);
   bool pump_reads();
+  void begin_shutdown(int grace_ms);
+  void signal_everyone(int sig);
 
   Loop& loop_;
   sys::UniqueFd channel_;
@@ -79,6 +83,8 @@ class Server {
   bool channel_up_ = true;
   bool hello_received_ = false;
   bool throttled_ = false;  // output paused because the node is slow to read
+  bool shutting_down_ = false;
+  sys::UniqueFd shutdown_timer_;
   std::map<uint32_t, std::unique_ptr<Process>> processes_;
   std::map<pid_t, uint32_t> pids_;
   std::map<uint32_t, Read> reads_;

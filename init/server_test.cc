@@ -381,6 +381,31 @@ TEST_F(ServerTest, LargeListingsArePagedWithinTheFrameLimit) {
   EXPECT_FALSE(init_->eof());
 }
 
+TEST_F(ServerTest, ShutdownTermsThenKillsThenExits) {
+  // One process ends on SIGTERM, one ignores it and is killed after the grace period.
+  spawn(1, {"sleep", "60"});
+  spawn(2, {"sh", "-c", "trap '' TERM; sleep 60 & wait; sleep 60"});
+  ASSERT_TRUE(init_->response(1)["ok"].get<bool>());
+  ASSERT_TRUE(init_->response(2)["ok"].get<bool>());
+  auto started = std::chrono::steady_clock::now();
+  init_->request(3, {{"op", "shutdown"}, {"grace_ms", 300}});
+  std::map<uint32_t, sys::ExitStatus> exits;
+  while (exits.size() < 2) {
+    auto f = init_->next();
+    ASSERT_TRUE(f) << "init ended before reporting both exits";
+    if (f->type == FrameType::exit)
+      exits[f->stream] = proto::exit_from_json(json::parse(f->payload));
+  }
+  EXPECT_EQ(exits[1].signal, SIGTERM);
+  EXPECT_EQ(exits[2].signal, SIGKILL);
+  EXPECT_GE(std::chrono::steady_clock::now() - started, 300ms);
+  int status = 0;
+  for (int i = 0; i < 100 && ::waitpid(init_->pid(), &status, WNOHANG) == 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 TEST_F(ServerTest, FilesWriteReadAndStayInTheRoot) {
   std::string content(200000, 'z');
   init_->request(1, {{"op", "write"}, {"path", "/sub/../data.bin"}, {"mode", 0640}});

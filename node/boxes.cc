@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -34,6 +33,11 @@ bool older_than(const std::string& path, std::chrono::seconds age) {
   if (::lstat(path.c_str(), &st) != 0) return false;
   return std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) >
          age;
+}
+
+std::string etc_hosts(const std::string& hostname) {
+  return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
+         "\n";
 }
 
 }  // namespace
@@ -64,17 +68,25 @@ std::string find_init_binary() {
               "pitbox-init not found beside the pitbox binary (set PITBOX_INIT to its path)");
 }
 
-LocalBox::LocalBox(std::string id, std::string dir, std::string run_dir, sys::UniqueFd lock,
-                   IdLease ids, storage::Image image, std::unique_ptr<runtime::Box> box,
-                   runtime::Runtime& runtime)
-    : id_(std::move(id)),
-      dir_(std::move(dir)),
-      run_dir_(std::move(run_dir)),
-      lock_(std::move(lock)),
-      ids_(std::move(ids)),
-      image_(std::move(image)),
-      box_(std::move(box)),
-      runtime_(runtime) {}
+nlohmann::json BoxLocation::to_json() const {
+  return {{"init_pid", init.pid}, {"init_start", init.start_time}, {"id_slot", id_slot}};
+}
+
+BoxLocation BoxLocation::from_json(const nlohmann::json& j) {
+  BoxLocation l;
+  l.init.pid = j.value("init_pid", 0);
+  l.init.start_time = j.value("init_start", uint64_t{0});
+  l.id_slot = j.value("id_slot", 0u);
+  return l;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+LocalBox::LocalBox(Boxes& boxes, BoxRequest request, storage::Image image)
+    : boxes_(boxes), request_(std::move(request)), image_(std::move(image)) {
+  if (request_.hostname.empty()) request_.hostname = request_.id;
+  if (!request_.one_shot) dir_ = boxes_.boxes_dir_ + "/" + request_.id;
+}
 
 LocalBox::~LocalBox() {
   try {
@@ -83,9 +95,46 @@ LocalBox::~LocalBox() {
   }
 }
 
+BoxLocation LocalBox::location() const {
+  BoxLocation l;
+  if (box_) l.init = sys::ProcessRef::of(box_->init_pid());
+  l.id_slot = lease_.slot();
+  return l;
+}
+
+void LocalBox::start() {
+  if (gone_) throw Error(ErrorCode::conflict, "box " + id() + " is gone");
+  if (box_) return;
+  // Leased to us until init runs, then to init: the lease follows the box, not this process.
+  IdLease lease = boxes_.id_allocator_.acquire(sys::ProcessRef::self());
+  lease_ = std::move(lease);
+  try {
+    box_ = boxes_.runtime_->start(boxes_.spec_for(*this));
+    if (!request_.one_shot) lease_.transfer(sys::ProcessRef::of(box_->init_pid()));
+  } catch (...) {
+    box_.reset();
+    lease_.release();
+    throw;
+  }
+}
+
+void LocalBox::stop(std::chrono::milliseconds grace) {
+  if (!box_) return;
+  if (grace.count() > 0) box_->wait(grace);
+  std::exception_ptr failed;
+  try {
+    box_->destroy();  // kills what is left, removes the cgroup
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  box_.reset();
+  lease_.release();
+  if (failed) std::rethrow_exception(failed);
+}
+
 void LocalBox::destroy() {
-  if (destroyed_) return;
-  destroyed_ = true;
+  if (gone_) return;
+  gone_ = true;
   // Every step runs even if an earlier one failed; the first failure is reported.
   std::exception_ptr first;
   auto step = [&](auto&& fn) {
@@ -95,19 +144,27 @@ void LocalBox::destroy() {
       if (!first) first = std::current_exception();
     }
   };
-  step([&] {
-    if (box_) box_->destroy();
-  });
-  step([&] { runtime_.remove_leftovers(id_); });
+  step([&] { stop(); });
+  step([&] { boxes_.runtime_->remove_leftovers(id()); });
   step([&] {
     if (!dir_.empty()) sys::remove_tree(dir_);
   });
-  step([&] { sys::remove_tree(run_dir_); });
-  box_.reset();
+  step([&] {
+    if (!run_dir_.empty()) sys::remove_tree(run_dir_);
+  });
   lock_.reset();
-  ids_ = IdLease();
   if (first) std::rethrow_exception(first);
 }
+
+void LocalBox::detach() {
+  if (gone_) return;
+  gone_ = true;
+  if (box_) box_->detach();
+  box_.reset();
+  lease_.keep();
+}
+
+// ---------------------------------------------------------------------------------------------
 
 Boxes::Boxes(Options options)
     : options_([](Options o) {
@@ -116,14 +173,13 @@ Boxes::Boxes(Options options)
       }(std::move(options))),
       boxes_dir_(options_.state_dir + "/boxes"),
       mount_dir_(options_.state_dir + "/mnt"),
-      run_boxes_dir_(options_.run_dir + "/boxes"),
       run_one_shot_dir_(options_.run_dir + "/one-shot"),
       images_(options_.state_dir),
       id_allocator_(options_.ids_dir) {
   // Box files are stored with in-box ids (a box's setuid-root binary is setuid root on disk):
   // nobody but root may walk into the state directory.
-  for (const auto& d : {options_.state_dir, boxes_dir_, mount_dir_, options_.run_dir,
-                        run_boxes_dir_, run_one_shot_dir_}) {
+  for (const auto& d :
+       {options_.state_dir, boxes_dir_, mount_dir_, options_.run_dir, run_one_shot_dir_}) {
     make_private_dir(d);
   }
   if (options_.init_path.empty()) options_.init_path = find_init_binary();
@@ -133,63 +189,84 @@ Boxes::Boxes(Options options)
 
 Boxes::~Boxes() = default;
 
-void Boxes::remove_box_files(const std::string& id, const std::string& dir,
-                             const std::string& run_dir) {
-  runtime_->remove_leftovers(id);
-  if (!dir.empty()) sys::remove_tree(dir);
-  sys::remove_tree(run_dir);
+runtime::BoxSpec Boxes::spec_for(const LocalBox& box) const {
+  const BoxRequest& r = box.request_;
+  runtime::BoxSpec spec;
+  spec.id = r.id;
+  spec.hostname = r.hostname;
+  spec.rootfs.layers = box.image_.layers;
+  spec.rootfs.binds = box.image_.binds;
+  spec.rootfs.mountpoint = mount_dir_;
+  if (r.one_shot) {
+    spec.rootfs.ephemeral = true;
+    spec.rootfs.ephemeral_size = r.limits.memory_bytes;
+  } else {
+    spec.rootfs.upper = box.dir_ + "/upper";
+    spec.rootfs.work = box.dir_ + "/work";
+  }
+  spec.ids = box.lease_.ids();
+  spec.limits = r.limits;
+  spec.accounting = !r.one_shot;
+  spec.etc_hosts = etc_hosts(r.hostname);
+  spec.die_with_parent = r.one_shot;
+  return spec;
 }
 
 std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
-  storage::Image image = images_.get(request.image);
-  std::string id = new_box_id();
-  const std::string& run_parent = request.one_shot ? run_one_shot_dir_ : run_boxes_dir_;
-  std::string run_dir = run_parent + "/" + id;
-  std::string dir = request.one_shot ? std::string() : boxes_dir_ + "/" + id;
-  // The run directory gets its name only once its lock is held, so that a sweeper never takes
-  // a box being made for one left behind.
-  std::string staging = run_parent + "/.new-" + id;
-  if (::mkdir(staging.c_str(), 0700) != 0) throw_errno("mkdir " + staging);
-  bool named = false;
+  BoxRequest r = request;
+  if (r.id.empty()) r.id = new_box_id();
+  if (!is_box_id(r.id)) throw invalid_argument("\"" + r.id + "\" is not a box id");
+  auto box = std::make_unique<LocalBox>(*this, r, images_.get(r.image));
   try {
-    sys::UniqueFd lock(::open((staging + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!lock || ::flock(lock.get(), LOCK_EX) != 0) throw_errno("locking " + staging);
-    if (::rename(staging.c_str(), run_dir.c_str()) != 0) throw_errno("rename " + staging);
-    named = true;
-    IdLease ids = id_allocator_.acquire();
-    std::string hostname = request.hostname.empty() ? id : request.hostname;
-    runtime::BoxSpec spec;
-    spec.id = id;
-    spec.hostname = hostname;
-    spec.rootfs.layers = image.layers;
-    spec.rootfs.binds = image.binds;
-    spec.rootfs.mountpoint = mount_dir_;
-    if (request.one_shot) {
-      spec.rootfs.ephemeral = true;
-      spec.rootfs.ephemeral_size = request.limits.memory_bytes;
+    if (r.one_shot) {
+      // The run directory gets its name only once its lock is held, so that a sweeper never
+      // takes a box being made for one left behind.
+      std::string staging = run_one_shot_dir_ + "/.new-" + r.id;
+      if (::mkdir(staging.c_str(), 0700) != 0) throw_errno("mkdir " + staging);
+      box->run_dir_ = staging;
+      box->lock_ =
+          sys::UniqueFd(::open((staging + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      if (!box->lock_ || ::flock(box->lock_.get(), LOCK_EX) != 0) throw_errno("locking " + staging);
+      std::string named = run_one_shot_dir_ + "/" + r.id;
+      if (::rename(staging.c_str(), named.c_str()) != 0) throw_errno("rename " + staging);
+      box->run_dir_ = named;
     } else {
-      if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("mkdir " + dir);
-      storage::WritableLayer layer = storage::create_writable_layer(dir);
-      spec.rootfs.upper = layer.upper;
-      spec.rootfs.work = layer.work;
+      if (::mkdir(box->dir_.c_str(), 0700) != 0) {
+        if (errno == EEXIST) throw Error(ErrorCode::conflict, "box " + r.id + " already exists");
+        std::string dir = box->dir_;
+        box->dir_.clear();  // not ours to remove
+        throw_errno("mkdir " + dir);
+      }
+      storage::create_writable_layer(box->dir_);
     }
-    spec.ids = ids.ids();
-    spec.limits = request.limits;
-    spec.accounting = !request.one_shot;
-    spec.etc_hosts =
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
-        "\n";
-    spec.die_with_parent = request.one_shot;
-    std::unique_ptr<runtime::Box> box = runtime_->start(spec);
-    return std::make_unique<LocalBox>(id, dir, run_dir, std::move(lock), std::move(ids),
-                                      std::move(image), std::move(box), *runtime_);
+    box->start();
   } catch (...) {
-    try {
-      remove_box_files(id, dir, named ? run_dir : staging);
-    } catch (...) {
-    }
+    box.reset();  // its destructor removes what was made
     throw;
   }
+  return box;
+}
+
+std::unique_ptr<LocalBox> Boxes::open_stopped(const BoxRequest& request) {
+  auto box = std::make_unique<LocalBox>(*this, request, images_.get(request.image));
+  if (request.one_shot || !sys::is_dir(box->dir_ + "/upper")) {
+    box->gone_ = true;  // nothing of it to remove on our account
+    throw not_found("box " + request.id + " has no files on this node");
+  }
+  return box;
+}
+
+std::unique_ptr<LocalBox> Boxes::reattach(const BoxRequest& request, const BoxLocation& where) {
+  auto box = open_stopped(request);
+  if (!where.init.alive()) {
+    runtime_->remove_leftovers(request.id);
+    return box;  // it ended while nobody watched: stopped
+  }
+  box->lease_ = id_allocator_.reclaim(where.id_slot, where.init);
+  runtime::BoxSpec spec = spec_for(*box);
+  box->box_ = runtime_->reattach(spec, where.init);
+  if (!box->box_) box->lease_.release();
+  return box;
 }
 
 int Boxes::sweep() {
@@ -207,7 +284,8 @@ int Boxes::sweep() {
     sys::UniqueFd lock(::open((run_dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
     if (lock && ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its owner lives
     try {
-      remove_box_files(id, "", run_dir);
+      runtime_->remove_leftovers(id);
+      sys::remove_tree(run_dir);
       ++swept;
     } catch (const std::exception&) {
       // Try again next time.

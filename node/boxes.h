@@ -1,10 +1,13 @@
-// The boxes of this machine. A box has a directory under the run directory (memory backed:
-// /run/pitbox/boxes/<id>, or /run/pitbox/one-shot/<id> for pitbox run) with its lock and small
-// files such as its /etc/hosts. A persistent box also has <state>/boxes/<id> with its writable
-// layer; a one-shot box keeps its writable layer in memory and has nothing on disk.
+// The boxes of this machine. A persistent box (made through the daemon) keeps its writable
+// layer in <state>/boxes/<id> and can be stopped, started again and found again after the
+// daemon restarts. A one-shot box (pitbox run) keeps its writable layer in memory, dies with
+// the process that made it, and has only a lock under the run directory
+// (/run/pitbox/<hash of the state directory>/one-shot/<id>) for a later sweep.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "node/ids.h"
@@ -15,42 +18,61 @@
 namespace pitbox::node {
 
 struct BoxRequest {
+  std::string id;  // "" = a new one
   std::string image = "host";
   std::string hostname;  // defaults to the box id
   sys::CgroupLimits limits;
-  // A one-shot box (pitbox run) dies with the process that made it; whatever it leaves on
-  // disk is swept by the next one.
   bool one_shot = false;
 };
 
+// Where a running box is, for a node that restarts: its init and its host id range.
+struct BoxLocation {
+  sys::ProcessRef init;
+  uint32_t id_slot = 0;
+
+  nlohmann::json to_json() const;
+  static BoxLocation from_json(const nlohmann::json& j);
+};
+
+class Boxes;
+
 class LocalBox {
  public:
-  LocalBox(std::string id, std::string dir, std::string run_dir, sys::UniqueFd lock, IdLease ids,
-           storage::Image image, std::unique_ptr<runtime::Box> box, runtime::Runtime& runtime);
+  LocalBox(Boxes& boxes, BoxRequest request, storage::Image image);
   ~LocalBox();
   LocalBox(const LocalBox&) = delete;
   LocalBox& operator=(const LocalBox&) = delete;
 
-  const std::string& id() const { return id_; }
-  const std::string& dir() const { return dir_; }  // "" for one-shot boxes
+  const std::string& id() const { return request_.id; }
+  const BoxRequest& request() const { return request_; }
   const storage::Image& image() const { return image_; }
-  const runtime::IdMapping& ids() const { return ids_.ids(); }
+  const std::string& dir() const { return dir_; }  // "" for one-shot boxes
+  bool running() const { return box_ != nullptr; }
   runtime::Box& box() { return *box_; }
+  BoxLocation location() const;
   sys::CgroupStats stats() const { return box_ ? box_->stats() : sys::CgroupStats{}; }
 
-  // Kills the box and removes everything it had on this machine. Idempotent.
+  // A fresh init on the box's files.
+  void start();
+  // Waits up to `grace` for init to end (after being asked to shut down), then kills what is
+  // left and removes the runtime's leftovers. The files stay.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
+  // Stops the box and removes everything it had on this machine. Idempotent.
   void destroy();
+  // Leaves the box running for a later node (a daemon shutting down).
+  void detach();
 
  private:
-  std::string id_;
-  std::string dir_;
-  std::string run_dir_;
-  sys::UniqueFd lock_;
-  IdLease ids_;
+  friend class Boxes;
+  Boxes& boxes_;
+  BoxRequest request_;
   storage::Image image_;
+  std::string dir_;      // persistent boxes: the writable layer's directory
+  std::string run_dir_;  // one-shot boxes: the lock's directory
+  sys::UniqueFd lock_;
+  IdLease lease_;
   std::unique_ptr<runtime::Box> box_;
-  runtime::Runtime& runtime_;
-  bool destroyed_ = false;
+  bool gone_ = false;  // destroyed or detached
 };
 
 class Boxes {
@@ -70,19 +92,25 @@ class Boxes {
 
   // Makes and starts a box; when this throws, nothing of it is left.
   std::unique_ptr<LocalBox> create(const BoxRequest& request);
+  // A persistent box whose files exist but which does not run.
+  std::unique_ptr<LocalBox> open_stopped(const BoxRequest& request);
+  // A persistent box that was running when the previous node went away; stopped if its init is
+  // gone meanwhile.
+  std::unique_ptr<LocalBox> reattach(const BoxRequest& request, const BoxLocation& where);
   // Removes what one-shot boxes of processes that died left behind. Returns how many.
   int sweep();
 
   storage::ImageStore& images() { return images_; }
   runtime::Runtime& runtime() { return *runtime_; }
+  const std::string& state_dir() const { return options_.state_dir; }
 
  private:
-  void remove_box_files(const std::string& id, const std::string& dir, const std::string& run_dir);
+  friend class LocalBox;
+  runtime::BoxSpec spec_for(const LocalBox& box) const;
 
   Options options_;
   std::string boxes_dir_;  // <state>/boxes: writable layers of persistent boxes
   std::string mount_dir_;  // <state>/mnt: where boxes attach their root (each in its own namespace)
-  std::string run_boxes_dir_;     // <run>/boxes
   std::string run_one_shot_dir_;  // <run>/one-shot
   storage::ImageStore images_;
   IdAllocator id_allocator_;

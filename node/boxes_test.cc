@@ -2,6 +2,7 @@
 #include "node/boxes.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,15 +29,17 @@ class BoxesTest : public ::testing::Test {
     if (!state_.empty()) sys::remove_tree(state_);
   }
 
-  // Runs argv in the box and returns {exit code, stdout}.
-  std::pair<int, std::string> run(LocalBox& box, std::vector<std::string> argv) {
+  // Runs argv in the box and returns {exit code, stdout}. With `hello`, init's hello is kept.
+  std::pair<int, std::string> run(LocalBox& box, std::vector<std::string> argv,
+                                  proto::Hello* hello = nullptr) {
     asio::io_context io;
     auto channel = std::make_shared<Channel>(io.get_executor(), box.box().take_channel());
     std::pair<int, std::string> result{-1, ""};
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-          co_await channel->handshake();
+          auto h = co_await channel->handshake();
+          if (hello) *hello = h;
           proto::SpawnRequest req;
           req.argv = argv;
           auto p = co_await channel->spawn(req);
@@ -66,7 +69,6 @@ TEST_F(BoxesTest, CreateRunDestroyLeavesNothing) {
   std::string dir = box->dir();
   EXPECT_EQ(dir, state_ + "/boxes/" + box->id());
   EXPECT_TRUE(sys::is_dir(dir));
-  EXPECT_TRUE(sys::exists(state_ + "/run/boxes/" + box->id() + "/lock"));
   // /etc/hosts went into the writable layer, stored with in-box ids (root = 0 on disk).
   struct stat st;
   ASSERT_EQ(::stat((dir + "/upper/etc/hosts").c_str(), &st), 0);
@@ -78,9 +80,58 @@ TEST_F(BoxesTest, CreateRunDestroyLeavesNothing) {
   std::string id = box->id();
   box->destroy();
   EXPECT_FALSE(sys::exists(dir));
-  EXPECT_FALSE(sys::exists(state_ + "/run/boxes/" + id));
   EXPECT_FALSE(sys::exists("/sys/fs/cgroup/memory/pitbox-test/" + id));
   EXPECT_FALSE(sys::exists("/sys/fs/cgroup/pids/pitbox-test/" + id));
+}
+
+TEST_F(BoxesTest, StopKeepsTheFilesAndStartRunsAgain) {
+  auto box = boxes_->create({.image = "busybox"});
+  EXPECT_EQ(run(*box, {"sh", "-c", "echo kept > /root/note"}).first, 0);
+  box->stop();
+  EXPECT_FALSE(box->running());
+  box->start();
+  auto [code, out] = run(*box, {"cat", "/root/note"});
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "kept\n");
+  box->destroy();
+}
+
+TEST_F(BoxesTest, ABoxOutlivesItsNodeAndIsFoundAgain) {
+  auto box = boxes_->create({.image = "busybox", .hostname = "survivor"});
+  BoxRequest request = box->request();
+  BoxLocation where = box->location();
+  pid_t init = box->box().init_pid();
+  box->detach();  // the daemon goes away; the box keeps running
+  box.reset();
+  ASSERT_TRUE(where.init.alive());
+  // Nobody else gets its host ids meanwhile.
+  IdAllocator other("/run/pitbox/ids");
+  EXPECT_THROW(other.reclaim(where.id_slot, sys::ProcessRef::self()), Error);
+
+  auto again = boxes_->reattach(request, where);
+  ASSERT_TRUE(again->running());
+  EXPECT_EQ(again->box().init_pid(), init);
+  proto::Hello hello;
+  auto [code, out] = run(*again, {"hostname"}, &hello);
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "survivor\n");
+  again->destroy();
+  EXPECT_FALSE(where.init.alive());
+}
+
+TEST_F(BoxesTest, ABoxThatDiedMeanwhileComesBackStopped) {
+  auto box = boxes_->create({.image = "busybox"});
+  BoxRequest request = box->request();
+  BoxLocation where = box->location();
+  box->detach();
+  box.reset();
+  ::kill(where.init.pid, SIGKILL);
+  for (int i = 0; i < 200 && where.init.alive(); ++i) ::usleep(10000);
+  auto again = boxes_->reattach(request, where);
+  EXPECT_FALSE(again->running());
+  again->start();
+  EXPECT_EQ(run(*again, {"true"}).first, 0);
+  again->destroy();
 }
 
 TEST_F(BoxesTest, RefusedLimitLeavesNothing) {
@@ -95,7 +146,7 @@ TEST_F(BoxesTest, RefusedLimitLeavesNothing) {
   }
   EXPECT_EQ(boxes_->sweep(), 0);
   EXPECT_TRUE(sys::read_dir(state_ + "/boxes").empty());
-  EXPECT_TRUE(sys::read_dir(state_ + "/run/boxes").empty());
+  EXPECT_TRUE(sys::read_dir(state_ + "/run/one-shot").empty());
   EXPECT_FALSE(sys::exists("/sys/fs/cgroup/cpu/pitbox-test/" + std::string("x")));
   auto left = sys::read_file("/proc/self/mountinfo");
   EXPECT_EQ(left.find(state_), std::string::npos);

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "sys/error.h"
@@ -22,24 +24,100 @@ bool is_box_id(const std::string& s) {
   return true;
 }
 
-IdLease IdAllocator::acquire() {
+IdLease& IdLease::operator=(IdLease&& o) noexcept {
+  if (this != &o) {
+    release();
+    path_ = std::move(o.path_);
+    slot_ = o.slot_;
+    owner_ = o.owner_;
+    o.path_.clear();
+  }
+  return *this;
+}
+
+IdLease::~IdLease() { release(); }
+
+namespace {
+
+// The owner written in a lease file, under its lock.
+ProcessRef read_owner(int fd) {
+  char buf[64] = {};
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  ProcessRef r;
+  unsigned long long start = 0;
+  if (n > 0 && std::sscanf(buf, "%d %llu", &r.pid, &start) == 2) r.start_time = start;
+  return r;
+}
+
+bool write_owner(int fd, ProcessRef owner) {
+  char buf[64];
+  int n = owner.pid ? std::snprintf(buf, sizeof buf, "%d %llu\n", owner.pid,
+                                    static_cast<unsigned long long>(owner.start_time))
+                    : 0;
+  return ::ftruncate(fd, 0) == 0 && (n == 0 || ::pwrite(fd, buf, static_cast<size_t>(n), 0) == n);
+}
+
+}  // namespace
+
+void IdLease::transfer(ProcessRef owner) {
+  if (path_.empty()) return;
+  sys::UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd || ::flock(fd.get(), LOCK_EX) != 0) throw_errno("lease " + path_);
+  if (!write_owner(fd.get(), owner)) throw_errno("lease " + path_);
+  owner_ = owner;
+}
+
+void IdLease::release() {
+  if (path_.empty()) return;
+  sys::UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+  // Only if it is still ours: a lease whose owner died may have been taken since.
+  if (fd && ::flock(fd.get(), LOCK_EX) == 0) {
+    ProcessRef now = read_owner(fd.get());
+    if (now.pid == owner_.pid && now.start_time == owner_.start_time) write_owner(fd.get(), {});
+  }
+  path_.clear();
+}
+
+bool IdAllocator::try_take(uint32_t slot, ProcessRef owner, IdLease& out) {
+  std::string path = dir_ + "/" + std::to_string(slot);
+  sys::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("open " + path);
+  // The lock is held only while the owner is checked and written.
+  if (::flock(fd.get(), LOCK_EX) != 0) throw_errno("flock " + path);
+  ProcessRef current = read_owner(fd.get());
+  if (current.pid && current.alive() &&
+      !(current.pid == owner.pid && current.start_time == owner.start_time)) {
+    return false;
+  }
+  if (!write_owner(fd.get(), owner)) throw_errno("write " + path);
+  out = IdLease(path, slot, owner);
+  return true;
+}
+
+IdLease IdAllocator::acquire(ProcessRef owner) {
   sys::make_dirs(dir_, 0700);
-  // Start at a random slot so that concurrent callers rarely contend.
+  // Start at a random slot so that concurrent callers rarely meet.
   std::string r = sys::random_bytes(4);
   uint32_t start;
   std::memcpy(&start, r.data(), sizeof start);
+  IdLease lease;
   for (uint32_t i = 0; i < kIdSlots; ++i) {
-    uint32_t slot = (start + i) % kIdSlots;
-    std::string path = dir_ + "/" + std::to_string(slot);
-    sys::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) throw_errno("open " + path);
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
-      return IdLease({kIdBase + slot * kIdsPerBox, kIdsPerBox}, std::move(fd));
-    }
-    if (errno != EWOULDBLOCK) throw_errno("flock " + path);
+    if (try_take((start + i) % kIdSlots, owner, lease)) return lease;
   }
   throw Error(ErrorCode::resource_exhausted,
               "all " + std::to_string(kIdSlots) + " host id ranges are in use by running boxes");
+}
+
+IdLease IdAllocator::reclaim(uint32_t slot, ProcessRef owner) {
+  if (slot >= kIdSlots)
+    throw invalid_argument("id slot " + std::to_string(slot) + " is out of range");
+  sys::make_dirs(dir_, 0700);
+  IdLease lease;
+  if (!try_take(slot, owner, lease)) {
+    throw Error(ErrorCode::conflict,
+                "host id range " + std::to_string(slot) + " is held by another running process");
+  }
+  return lease;
 }
 
 }  // namespace pitbox::node

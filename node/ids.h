@@ -1,12 +1,14 @@
 // Identifiers: box ids ("sb-" + 12 base32 characters) and the host uid/gid ranges boxes run
-// in. Each running box holds a lease on its own range, so no two boxes share host ids.
+// in. A range is leased to one box at a time, machine-wide.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <string>
 
 #include "runtime/runtime.h"
-#include "sys/fd.h"
+#include "sys/process.h"
 
 namespace pitbox::node {
 
@@ -19,25 +21,52 @@ constexpr uint32_t kIdBase = 1u << 30;
 constexpr uint32_t kIdsPerBox = 65536;
 constexpr uint32_t kIdSlots = 16383;
 
-// A leased id range; the lease ends when the object goes (or the process dies).
+using sys::ProcessRef;
+
+// One lease file per slot in a memory-backed directory (/run/pitbox/ids). A lease names the
+// process whose life it follows: the pitbox run that made a one-shot box, or a persistent box's
+// init. It ends when released or when that process is gone, so it outlives a restarted daemon
+// and never outlives its box.
 class IdLease {
  public:
   IdLease() = default;
-  IdLease(runtime::IdMapping ids, sys::UniqueFd lock) : ids_(ids), lock_(std::move(lock)) {}
-  const runtime::IdMapping& ids() const { return ids_; }
+  IdLease(std::string path, uint32_t slot, ProcessRef owner)
+      : path_(std::move(path)), slot_(slot), owner_(owner) {}
+  IdLease(IdLease&& o) noexcept { *this = std::move(o); }
+  IdLease& operator=(IdLease&& o) noexcept;
+  IdLease(const IdLease&) = delete;
+  IdLease& operator=(const IdLease&) = delete;
+  // Releases the lease (unless it was kept).
+  ~IdLease();
+
+  bool valid() const { return !path_.empty(); }
+  uint32_t slot() const { return slot_; }
+  runtime::IdMapping ids() const { return {kIdBase + slot_ * kIdsPerBox, kIdsPerBox}; }
+  // Hands the lease to another process (a box's init, once it runs).
+  void transfer(ProcessRef owner);
+  void release();
+  // Leaves the lease to its owner: nothing happens when this object goes (a daemon shutting down
+  // while its boxes keep running).
+  void keep() { path_.clear(); }
 
  private:
-  runtime::IdMapping ids_;
-  sys::UniqueFd lock_;
+  std::string path_;
+  uint32_t slot_ = 0;
+  ProcessRef owner_;
 };
 
-// Hands out ranges with one lock file per slot in `dir` (flock: a crashed holder frees its slot).
 class IdAllocator {
  public:
   explicit IdAllocator(std::string dir) : dir_(std::move(dir)) {}
-  IdLease acquire();
+  // A free range, leased to `owner`.
+  IdLease acquire(ProcessRef owner);
+  // The range `slot` again, for a box found running after a restart; throws conflict if another
+  // live process holds it.
+  IdLease reclaim(uint32_t slot, ProcessRef owner);
 
  private:
+  // Takes the slot if it is free or its owner is gone.
+  bool try_take(uint32_t slot, ProcessRef owner, IdLease& out);
   std::string dir_;
 };
 

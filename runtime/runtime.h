@@ -81,6 +81,9 @@ class Box {
   // Kills every process of the box and removes what the runtime made for it. Idempotent;
   // the destructor does it too.
   virtual void destroy() = 0;
+  // Lets go of the box and leaves it running (a daemon shutting down): after this the object
+  // owns nothing, and a later process may reattach().
+  virtual void detach() = 0;
 };
 
 class Runtime {
@@ -90,6 +93,10 @@ class Runtime {
   // Starts a box; on failure nothing is left (no process, mount or cgroup) and the Error
   // names the step that failed.
   virtual std::unique_ptr<Box> start(const BoxSpec& spec) = 0;
+  // A box left running by a process that has gone (a restarted daemon): its init is found by pid
+  // and start time, and a new channel is taken from it (init's spare channel). Null when that
+  // init no longer runs; then its leftovers are removed.
+  virtual std::unique_ptr<Box> reattach(const BoxSpec& spec, sys::ProcessRef init) = 0;
   // Removes what a box left behind when the process that ran it died without cleaning up
   // (its cgroup, killing anything still in it). A box that left nothing is not an error.
   virtual void remove_leftovers(const std::string& box_id) = 0;

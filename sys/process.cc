@@ -1,5 +1,6 @@
 #include "sys/process.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "sys/error.h"
@@ -50,6 +52,44 @@ ExitStatus ExitStatus::from_siginfo(const siginfo_t& info) {
   return s;
 }
 
+namespace {
+
+// The start time of a live process (not a zombie), or 0.
+uint64_t start_time_of(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  char buf[1024];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses; fields follow the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return 0;
+  unsigned long long start = 0;
+  char state = 0;
+  // After ") " come fields 3 onwards (the state first); the start time is field 22.
+  if (std::sscanf(p + 2,
+                  "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                  &state, &start) != 2) {
+    return 0;
+  }
+  if (state == 'Z' || state == 'X') return 0;  // ended, only not reaped yet
+  return start;
+}
+
+}  // namespace
+
+ProcessRef ProcessRef::self() { return of(::getpid()); }
+
+ProcessRef ProcessRef::of(pid_t pid) {
+  uint64_t start = start_time_of(pid);
+  return start ? ProcessRef{pid, start} : ProcessRef{};
+}
+
+bool ProcessRef::alive() const { return pid > 0 && start_time && start_time_of(pid) == start_time; }
+
 Pidfd Pidfd::open(pid_t pid) {
   long fd = ::syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) throw_errno("pidfd_open " + std::to_string(pid));
@@ -68,11 +108,14 @@ std::optional<ExitStatus> Pidfd::try_wait() {
   std::memset(&info, 0, sizeof info);
   if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd_.get()), &info,
                WEXITED | WNOHANG | __WALL) != 0) {
-    if (errno == ECHILD) {
+    if (errno != ECHILD) throw_errno("waitid");
+    // Not our child: a pidfd becomes readable when its process exits.
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1) {
       status_ = ExitStatus{.code = -1};
       return status_;
     }
-    throw_errno("waitid");
+    return std::nullopt;
   }
   if (info.si_pid == 0) return std::nullopt;
   status_ = ExitStatus::from_siginfo(info);

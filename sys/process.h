@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -25,6 +26,17 @@ struct ExitStatus {
   static ExitStatus from_siginfo(const siginfo_t& info);
 };
 
+// A process, named so that a recycled pid is never mistaken for it.
+struct ProcessRef {
+  pid_t pid = 0;
+  uint64_t start_time = 0;  // /proc/<pid>/stat field 22, in clock ticks since boot
+
+  static ProcessRef self();
+  static ProcessRef of(pid_t pid);  // {0, 0} when there is no such process
+  bool alive() const;
+  bool operator==(const ProcessRef& o) const { return pid == o.pid && start_time == o.start_time; }
+};
+
 // A process referred to by a pidfd: signals and waits can never hit a recycled pid.
 class Pidfd {
  public:
@@ -38,7 +50,9 @@ class Pidfd {
 
   // False when the process has already been reaped.
   bool send_signal(int sig) const;
-  // Reaps the process if it is our child and has exited.
+  // Reaps the process if it is our child and has exited. For a process that is not our child
+  // (one found again after a restart) it only tells whether it has exited; its status is then
+  // unknown (code -1).
   std::optional<ExitStatus> try_wait();
   // Waits up to `timeout` for the child to exit and reaps it.
   std::optional<ExitStatus> wait(std::chrono::milliseconds timeout);

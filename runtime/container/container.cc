@@ -6,11 +6,13 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "proto/frame.h"
 #include "runtime/container/caps.h"
 #include "runtime/container/cgroup.h"
 #include "runtime/container/child.h"
@@ -125,6 +127,14 @@ class ContainerBox final : public Box {
       destroy();
     } catch (...) {
     }
+  }
+
+  void detach() override {
+    if (cgroup_) cgroup_->disown();
+    cgroup_.reset();
+    init_ = sys::Pidfd();
+    channel_.reset();
+    log_.reset();
   }
 
   const std::string& id() const override { return id_; }
@@ -243,6 +253,33 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
   }
   return std::make_unique<ContainerBox>(spec.id, std::move(child), std::move(cgroup),
                                         std::move(channel_node), std::move(log_read));
+}
+
+std::unique_ptr<Box> ContainerRuntime::reattach(const BoxSpec& spec, sys::ProcessRef init) {
+  // The pidfd is checked against the start time after it is opened: from then on the pid cannot
+  // be recycled under us.
+  sys::Pidfd pidfd;
+  if (init.alive()) {
+    try {
+      pidfd = sys::Pidfd::open(init.pid);
+    } catch (const Error&) {
+    }
+  }
+  if (!pidfd.valid() || !init.alive()) {
+    remove_leftovers(spec.id);
+    return nullptr;
+  }
+  long fd = ::syscall(SYS_pidfd_getfd, pidfd.fd(), proto::kSpareChannelFd, 0);
+  if (fd < 0 && errno == ESRCH) {  // it ended just now
+    remove_leftovers(spec.id);
+    return nullptr;
+  }
+  if (fd < 0) throw_errno("taking the spare channel of box " + spec.id);
+  sys::UniqueFd channel(static_cast<int>(fd));
+  std::unique_ptr<sys::Cgroup> cgroup;
+  if (cgroups_->exists(spec.id)) cgroup = cgroups_->open(spec.id);
+  return std::make_unique<ContainerBox>(spec.id, std::move(pidfd), std::move(cgroup),
+                                        std::move(channel), sys::UniqueFd());
 }
 
 void ContainerRuntime::remove_leftovers(const std::string& box_id) {

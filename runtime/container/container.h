@@ -22,6 +22,7 @@ class ContainerRuntime final : public Runtime {
 
   std::string_view name() const override { return "container"; }
   std::unique_ptr<Box> start(const BoxSpec& spec) override;
+  std::unique_ptr<Box> reattach(const BoxSpec& spec, sys::ProcessRef init) override;
   void remove_leftovers(const std::string& box_id) override;
   sys::Cgroups& cgroups() { return *cgroups_; }
 
