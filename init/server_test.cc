@@ -384,9 +384,14 @@ TEST_F(ServerTest, LargeListingsArePagedWithinTheFrameLimit) {
 TEST_F(ServerTest, ShutdownTermsThenKillsThenExits) {
   // One process ends on SIGTERM, one ignores it and is killed after the grace period.
   spawn(1, {"sleep", "60"});
-  spawn(2, {"sh", "-c", "trap '' TERM; sleep 60 & wait; sleep 60"});
+  spawn(2, {"sh", "-c", "trap '' TERM; echo ready; sleep 60 & wait; sleep 60"});
   ASSERT_TRUE(init_->response(1)["ok"].get<bool>());
   ASSERT_TRUE(init_->response(2)["ok"].get<bool>());
+  for (;;) {  // the trap must be set before the shutdown comes
+    auto f = init_->next();
+    ASSERT_TRUE(f);
+    if (f->type == FrameType::stdout && f->stream == 2 && f->payload == "ready\n") break;
+  }
   auto started = std::chrono::steady_clock::now();
   init_->request(3, {{"op", "shutdown"}, {"grace_ms", 300}});
   std::map<uint32_t, sys::ExitStatus> exits;
