@@ -546,6 +546,11 @@ void Server::forward_signal(int sig) {
 // File transfers
 
 void Server::on_data(uint32_t stream, std::string& bytes) {
+  // An empty data frame on a read: the node gave it up.
+  if (auto r = reads_.find(stream); r != reads_.end() && bytes.empty()) {
+    reads_.erase(r);
+    return;
+  }
   auto it = writes_.find(stream);
   if (it == writes_.end()) return;  // a transfer that already failed and was forgotten
   Write& w = it->second;

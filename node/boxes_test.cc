@@ -134,6 +134,46 @@ TEST_F(BoxesTest, ABoxThatDiedMeanwhileComesBackStopped) {
   again->destroy();
 }
 
+TEST_F(BoxesTest, FilesGoInAndComeOut) {
+  auto box = boxes_->create({.image = "busybox"});
+  asio::io_context io;
+  auto channel = std::make_shared<Channel>(io.get_executor(), box->box().take_channel());
+  std::string content;
+  for (int i = 0; i < 300000; ++i) content += static_cast<char>('a' + i % 26);
+  std::string back, error;
+  uint64_t written = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await channel->handshake();
+        auto w = co_await channel->write_file("/root/data", 0600u);
+        for (size_t off = 0; off < content.size(); off += 100000) {
+          co_await w->write(std::string_view(content).substr(off, 100000));
+        }
+        written = co_await w->finish();
+        auto r = co_await channel->read_file("/root/data");
+        EXPECT_EQ(r->info().size, content.size());
+        EXPECT_EQ(r->info().mode, 0600u);
+        while (auto chunk = co_await r->next()) back += *chunk;
+        try {
+          auto bad = co_await channel->write_file("/no/such/dir/f", std::nullopt);
+          co_await bad->write("x");
+          co_await bad->finish();
+        } catch (const Error& e) {
+          error = e.message();
+        }
+        channel->close();
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  io.run();
+  EXPECT_EQ(written, content.size());
+  EXPECT_EQ(back, content);
+  EXPECT_NE(error.find("/no/such/dir"), std::string::npos) << error;
+  box->destroy();
+}
+
 TEST_F(BoxesTest, RefusedLimitLeavesNothing) {
   sys::CgroupLimits limits;
   limits.millicpus = 1;  // 100 us of quota per 100 ms: below the kernel's minimum of 1 ms

@@ -1,5 +1,6 @@
 #include "node/channel.h"
 
+#include <algorithm>
 #include <boost/asio/redirect_error.hpp>
 
 namespace pitbox::node {
@@ -73,6 +74,73 @@ asio::awaitable<void> Process::resize(uint16_t rows, uint16_t cols) {
 
 // ---------------------------------------------------------------------------------------------
 
+FileReader::FileReader(std::shared_ptr<Channel> channel, uint32_t stream, uint32_t window)
+    : channel_(std::move(channel)), stream_(stream), allowed_(window), changed_(channel_->ex_) {}
+
+FileReader::~FileReader() {
+  channel_->readers_.erase(stream_);
+  // Given up before the end: an empty data frame tells init to stop reading.
+  if (!ended_) channel_->send(FrameType::data, stream_, "");
+}
+
+asio::awaitable<std::optional<std::string>> FileReader::next() {
+  while (chunks_.empty()) {
+    if (ended_) co_return std::nullopt;
+    channel_->check_open();
+    co_await changed_.wait();
+  }
+  std::string chunk = std::move(chunks_.front());
+  chunks_.pop_front();
+  auto n = static_cast<uint32_t>(chunk.size());
+  allowed_ += n;
+  channel_->send(FrameType::window, stream_, proto::encode_window(n));
+  co_return chunk;
+}
+
+FileWriter::FileWriter(std::shared_ptr<Channel> channel, uint32_t stream)
+    : channel_(std::move(channel)),
+      stream_(stream),
+      credit_(proto::kDefaultWindow),
+      changed_(channel_->ex_) {}
+
+FileWriter::~FileWriter() {
+  end();
+  channel_->writers_.erase(stream_);
+}
+
+void FileWriter::end() {
+  if (ended_) return;
+  ended_ = true;
+  channel_->send(FrameType::data, stream_, "");
+}
+
+asio::awaitable<void> FileWriter::write(std::string_view data) {
+  while (!data.empty()) {
+    // init answers before the end only when the write failed.
+    if (channel_->responses_.count(stream_)) {
+      end();
+      proto::unwrap_response(co_await channel_->response(stream_));
+    }
+    if (credit_ == 0) {
+      channel_->check_open();
+      co_await changed_.wait();
+      continue;
+    }
+    size_t n = std::min<size_t>({data.size(), credit_, proto::kDataChunk});
+    channel_->send(FrameType::data, stream_, data.substr(0, n));
+    credit_ -= static_cast<uint32_t>(n);
+    data.remove_prefix(n);
+  }
+}
+
+asio::awaitable<uint64_t> FileWriter::finish() {
+  end();
+  json r = proto::unwrap_response(co_await channel_->response(stream_));
+  co_return r.value("written", uint64_t{0});
+}
+
+// ---------------------------------------------------------------------------------------------
+
 Channel::Channel(const asio::any_io_executor& ex, sys::UniqueFd fd)
     : ex_(ex), socket_(ex, fd.release()), changed_(ex) {}
 
@@ -99,6 +167,12 @@ void Channel::fail(const Error& e) {
   changed_.notify();
   for (auto& [stream, weak] : processes_) {
     if (auto p = weak.lock()) p->changed_.notify();
+  }
+  for (auto& [stream, weak] : readers_) {
+    if (auto r = weak.lock()) r->changed_.notify();
+  }
+  for (auto& [stream, weak] : writers_) {
+    if (auto w = weak.lock()) w->changed_.notify();
   }
 }
 
@@ -164,6 +238,8 @@ void Channel::dispatch(proto::Frame& frame) {
         throw invalid_argument("it speaks protocol version " + std::to_string(hello.version) +
                                ", not " + std::to_string(proto::kVersion));
       }
+      // Streams of processes init already runs (after a reattach) are taken.
+      for (const auto& p : hello.processes) last_stream_ = std::max(last_stream_, p.stream);
       hello_ = std::move(hello);
       changed_.notify();
       return;
@@ -176,6 +252,9 @@ void Channel::dispatch(proto::Frame& frame) {
       }
       responses_[frame.stream] = proto::parse_payload(frame.payload, "response");
       changed_.notify();
+      if (auto it = writers_.find(frame.stream); it != writers_.end()) {
+        if (auto w = it->second.lock()) w->changed_.notify();
+      }
       return;
     case FrameType::stdout:
     case FrameType::stderr:
@@ -203,17 +282,41 @@ void Channel::dispatch(proto::Frame& frame) {
       }
       processes_.erase(frame.stream);
       return;
-    case FrameType::window:
+    case FrameType::window: {
+      auto inc = proto::decode_window(frame.payload);
+      if (!inc) throw invalid_argument("malformed window frame");
+      auto grow = [&](uint32_t& credit) {
+        credit =
+            static_cast<uint32_t>(std::min<uint64_t>(uint64_t{credit} + *inc, proto::kMaxWindow));
+      };
       if (auto p = process()) {
-        auto inc = proto::decode_window(frame.payload);
-        if (!inc) throw invalid_argument("malformed window frame");
-        p->stdin_credit_ = static_cast<uint32_t>(
-            std::min<uint64_t>(uint64_t{p->stdin_credit_} + *inc, proto::kMaxWindow));
+        grow(p->stdin_credit_);
         p->changed_.notify();
+      } else if (auto it = writers_.find(frame.stream); it != writers_.end()) {
+        if (auto w = it->second.lock()) {
+          grow(w->credit_);
+          w->changed_.notify();
+        }
       }
       return;
-    case FrameType::data:
-      return;  // file transfers are not used by this client yet
+    }
+    case FrameType::data: {
+      auto it = readers_.find(frame.stream);
+      auto r = it == readers_.end() ? nullptr : it->second.lock();
+      if (!r) return;  // a reader that was given up
+      if (frame.payload.empty()) {
+        r->ended_ = true;
+      } else {
+        if (frame.payload.size() > r->allowed_) {
+          throw invalid_argument("file data on stream " + std::to_string(frame.stream) +
+                                 " beyond the window it was granted");
+        }
+        r->allowed_ -= static_cast<uint32_t>(frame.payload.size());
+        r->chunks_.push_back(std::move(frame.payload));
+      }
+      r->changed_.notify();
+      return;
+    }
     case FrameType::request:
     case FrameType::stdin:
       throw invalid_argument(std::string("init sent a ") +
@@ -278,6 +381,63 @@ asio::awaitable<std::shared_ptr<Process>> Channel::spawn(proto::SpawnRequest req
   p->pid_ = r.pid;
   p->stdin_credit_ = r.stdin_window;
   co_return p;
+}
+
+std::shared_ptr<Process> Channel::adopt(const proto::ProcessInfo& info, uint32_t window) {
+  auto p = std::make_shared<Process>(shared_from_this(), info.stream);
+  p->pid_ = info.pid;
+  p->stdin_credit_ = proto::kDefaultWindow;
+  p->output_allowed_ = window;
+  processes_[info.stream] = p;
+  send(FrameType::window, info.stream, proto::encode_window(window));
+  return p;
+}
+
+namespace {
+json read_request(const std::string& path, uint64_t offset, int64_t length) {
+  json r = {{"op", "read"}, {"path", path}, {"window", proto::kDefaultWindow}};
+  if (offset) r["offset"] = offset;
+  if (length >= 0) r["length"] = length;
+  return r;
+}
+json write_request(const std::string& path, std::optional<uint32_t> mode, bool append) {
+  json r = {{"op", "write"}, {"path", path}};
+  if (mode) r["mode"] = *mode;
+  if (append) r["append"] = true;
+  return r;
+}
+json shutdown_request(std::chrono::milliseconds grace) {
+  return {{"op", "shutdown"}, {"grace_ms", grace.count()}};
+}
+}  // namespace
+
+asio::awaitable<std::shared_ptr<FileReader>> Channel::read_file(const std::string& path,
+                                                                uint64_t offset, int64_t length) {
+  check_open();
+  uint32_t stream = next_stream();
+  auto r = std::make_shared<FileReader>(shared_from_this(), stream, proto::kDefaultWindow);
+  readers_[stream] = r;
+  pending_.insert(stream);
+  send(FrameType::request, stream, read_request(path, offset, length).dump());
+  json info = proto::unwrap_response(co_await response(stream));
+  r->info_ = info.get<proto::FileInfo>();
+  co_return r;
+}
+
+asio::awaitable<std::shared_ptr<FileWriter>> Channel::write_file(const std::string& path,
+                                                                 std::optional<uint32_t> mode,
+                                                                 bool append) {
+  check_open();
+  uint32_t stream = next_stream();
+  auto w = std::make_shared<FileWriter>(shared_from_this(), stream);
+  writers_[stream] = w;
+  pending_.insert(stream);  // answered at the end, or at once if the file cannot be opened
+  send(FrameType::request, stream, write_request(path, mode, append).dump());
+  co_return w;
+}
+
+asio::awaitable<void> Channel::shutdown(std::chrono::milliseconds grace) {
+  co_await call(shutdown_request(grace));
 }
 
 }  // namespace pitbox::node

@@ -78,6 +78,46 @@ class Process {
   Notifier changed_;
 };
 
+// A file being read from the box, in chunks.
+class FileReader {
+ public:
+  FileReader(std::shared_ptr<Channel> channel, uint32_t stream, uint32_t window);
+  ~FileReader();
+  const proto::FileInfo& info() const { return info_; }
+  // The next chunk (granting init room for more), or nullopt at the end of the file.
+  asio::awaitable<std::optional<std::string>> next();
+
+ private:
+  friend class Channel;
+  std::shared_ptr<Channel> channel_;
+  uint32_t stream_;
+  proto::FileInfo info_;
+  uint32_t allowed_;  // bytes init may still send
+  std::deque<std::string> chunks_;
+  bool ended_ = false;
+  Notifier changed_;
+};
+
+// A file being written into the box.
+class FileWriter {
+ public:
+  FileWriter(std::shared_ptr<Channel> channel, uint32_t stream);
+  ~FileWriter();
+  // Waits for window from init when needed; throws init's error if the write failed.
+  asio::awaitable<void> write(std::string_view data);
+  // Ends the file; returns the bytes written, or throws init's error.
+  asio::awaitable<uint64_t> finish();
+
+ private:
+  friend class Channel;
+  void end();  // the end marker, once: init forgets the stream only after it
+  std::shared_ptr<Channel> channel_;
+  uint32_t stream_;
+  uint32_t credit_;
+  bool ended_ = false;
+  Notifier changed_;
+};
+
 class Channel : public std::enable_shared_from_this<Channel> {
  public:
   Channel(const asio::any_io_executor& ex, sys::UniqueFd fd);
@@ -91,11 +131,25 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // A request with a JSON result; throws the Error init answered with.
   asio::awaitable<nlohmann::json> call(nlohmann::json request);
   asio::awaitable<std::shared_ptr<Process>> spawn(proto::SpawnRequest request);
+  // A process that init already runs (listed in its hello after a reattach): its output flows
+  // again from here on.
+  std::shared_ptr<Process> adopt(const proto::ProcessInfo& info,
+                                 uint32_t window = proto::kDefaultWindow);
+  asio::awaitable<std::shared_ptr<FileReader>> read_file(const std::string& path,
+                                                         uint64_t offset = 0, int64_t length = -1);
+  asio::awaitable<std::shared_ptr<FileWriter>> write_file(const std::string& path,
+                                                          std::optional<uint32_t> mode,
+                                                          bool append = false);
+  // Asks init to end every process (SIGKILL after `grace`) and then itself.
+  asio::awaitable<void> shutdown(std::chrono::milliseconds grace);
+  const std::optional<proto::Hello>& hello() const { return hello_; }
   void close();
   const std::optional<Error>& error() const { return error_; }
 
  private:
   friend class Process;
+  friend class FileReader;
+  friend class FileWriter;
   uint32_t next_stream();
   void send(proto::FrameType type, uint32_t stream, std::string_view payload);
   void start_write();
@@ -115,6 +169,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::map<uint32_t, nlohmann::json> responses_;
   std::set<uint32_t> pending_;  // requests sent and not answered: the only responses accepted
   std::map<uint32_t, std::weak_ptr<Process>> processes_;
+  std::map<uint32_t, std::weak_ptr<FileReader>> readers_;
+  std::map<uint32_t, std::weak_ptr<FileWriter>> writers_;
   std::optional<Error> error_;
   Notifier changed_;
   uint32_t last_stream_ = 0;
