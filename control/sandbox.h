@@ -1,0 +1,73 @@
+// A sandbox as the control plane knows it: what the user asked for, its state and times, and
+// where the node keeps it. Also the parsing of requests that make or change one, which names
+// the field at fault for every bad input.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sys/error.h"
+
+namespace pitbox::control {
+
+enum class State { creating, started, stopping, stopped, starting, error, destroying };
+std::string_view to_string(State s);
+std::optional<State> state_from_string(std::string_view s);
+
+struct SandboxSpec {
+  std::string image = "host";
+  std::string runtime = "container";
+  std::string name;  // "" = none
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> env;
+  std::optional<uint64_t> millicpus;
+  std::optional<uint64_t> memory;
+  std::optional<uint64_t> pids;
+  std::optional<uint64_t> disk;
+  std::string workdir;  // "" = the image's
+  std::string user;     // "" = the image's (root)
+  std::optional<double> auto_stop_minutes;
+  std::optional<double> auto_delete_minutes;
+  bool ephemeral = false;
+};
+
+// What the node offers, for validating a spec.
+struct Capabilities {
+  std::vector<std::string> images;
+  std::vector<std::string> runtimes = {"container"};
+  uint64_t online_cpus = 1;
+};
+
+// Parses and checks a create request. Unknown fields, wrong types and values out of range are
+// invalid_argument errors whose message and details name the field.
+SandboxSpec parse_create(const nlohmann::json& body, const Capabilities& caps);
+// `{"labels": {...}}` of PUT .../labels.
+std::map<std::string, std::string> parse_labels_body(const nlohmann::json& body);
+// A label selector "k=v" of GET /v1/sandboxes?label=.
+std::pair<std::string, std::string> parse_label_selector(const std::string& text);
+void validate_name(const std::string& name);
+
+struct Sandbox {
+  std::string id;
+  SandboxSpec spec;
+  State state = State::creating;
+  std::optional<Error> error;  // why the box is in state error
+  int64_t created_at = 0;      // ms since the epoch; 0 = never
+  int64_t started_at = 0;
+  int64_t stopped_at = 0;
+  int64_t last_activity_at = 0;
+  nlohmann::json location;  // the node's, to find the box again after a restart
+
+  // The object of the API (docs/api.md).
+  nlohmann::json to_api() const;
+  // Everything, for the store.
+  nlohmann::json to_doc() const;
+  static Sandbox from_doc(const std::string& id, const nlohmann::json& doc);
+};
+
+}  // namespace pitbox::control

@@ -1,0 +1,414 @@
+#include "control/sandboxes.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "node/ids.h"
+#include "sys/error.h"
+#include "sys/text.h"
+
+namespace pitbox::control {
+
+using nlohmann::json;
+
+namespace {
+
+Error wrong_state(const Sandbox& s, const std::string& wanted) {
+  return Error(ErrorCode::conflict,
+               "sandbox " + s.id + " is " + std::string(to_string(s.state)) + ", not " + wanted,
+               {{"state", to_string(s.state)}});
+}
+
+bool busy(State s) {
+  return s == State::creating || s == State::stopping || s == State::starting ||
+         s == State::destroying;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+Sandboxes::Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node,
+                     Metrics& metrics, Options options)
+    : executor_(executor),
+      store_(store),
+      node_(node),
+      metrics_(metrics),
+      options_(options),
+      sessions_(executor) {}
+
+node::BoxConfig Sandboxes::config_for(const Sandbox& s) {
+  node::BoxConfig c;
+  c.id = s.id;
+  c.image = s.spec.image;
+  c.hostname = s.spec.name.empty() ? s.id : s.spec.name;
+  c.limits.millicpus = s.spec.millicpus.value_or(0);
+  c.limits.memory_bytes = s.spec.memory.value_or(0);
+  c.limits.pids = s.spec.pids.value_or(0);
+  return c;
+}
+
+void Sandboxes::save(const Sandbox& s) {
+  store_.put_sandbox(
+      {s.id, s.spec.name, std::string(to_string(s.state)), s.created_at, s.to_doc()});
+}
+
+void Sandboxes::audit(const std::string& action, const std::string& target,
+                      const std::string& error) {
+  store_.append_audit({0, sys::now_ms(), "", action, target, 0, error});
+}
+
+Sandbox& Sandboxes::find(const std::string& id_or_name) {
+  return const_cast<Sandbox&>(std::as_const(*this).find(id_or_name));
+}
+
+const Sandbox& Sandboxes::find(const std::string& id_or_name) const {
+  if (auto it = boxes_.find(id_or_name); it != boxes_.end()) return it->second;
+  if (auto n = names_.find(id_or_name); n != names_.end()) return boxes_.at(n->second);
+  throw not_found("sandbox \"" + id_or_name + "\" not found");
+}
+
+Sandbox Sandboxes::get(const std::string& id_or_name) const { return find(id_or_name); }
+
+std::vector<Sandbox> Sandboxes::all() const {
+  std::vector<Sandbox> out;
+  for (const auto& [id, s] : boxes_) out.push_back(s);
+  return out;
+}
+
+asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
+  Capabilities caps;
+  caps.images = node_.images();
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  caps.online_cpus = cpus > 0 ? static_cast<uint64_t>(cpus) : 1;
+  SandboxSpec spec = parse_create(body, caps);
+  if (!spec.name.empty() && names_.count(spec.name)) {
+    throw Error(ErrorCode::conflict, "a sandbox named \"" + spec.name + "\" already exists",
+                {{"field", "name"}});
+  }
+  if (boxes_.size() >= options_.max_sandboxes) {
+    throw Error(
+        ErrorCode::resource_exhausted,
+        "this node has its maximum of " + std::to_string(options_.max_sandboxes) + " sandboxes");
+  }
+  auto started = std::chrono::steady_clock::now();
+  Sandbox s;
+  s.id = node::new_box_id();
+  s.spec = spec;
+  s.state = State::creating;
+  s.created_at = s.last_activity_at = sys::now_ms();
+  // Recorded (and the name taken) before the first wait.
+  boxes_[s.id] = s;
+  if (!spec.name.empty()) names_[spec.name] = s.id;
+  save(s);
+  std::string id = s.id;
+  std::exception_ptr failed;
+  json location;
+  try {
+    location = co_await node_.create(config_for(s));
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) {
+    // A box that could not be made is not kept: nothing half-made stays.
+    names_.erase(spec.name);
+    boxes_.erase(id);
+    store_.delete_sandbox(id);
+    std::rethrow_exception(failed);
+  }
+  Sandbox& made = boxes_.at(id);
+  made.state = State::started;
+  made.location = location;
+  made.started_at = made.last_activity_at = sys::now_ms();
+  save(made);
+  metrics_.create_seconds.observe(seconds_since(started));
+  co_return made;
+}
+
+Sandboxes::Page Sandboxes::list(const std::vector<std::pair<std::string, std::string>>& labels,
+                                std::optional<State> state, size_t limit,
+                                const std::string& cursor) const {
+  std::vector<const Sandbox*> all;
+  for (const auto& [id, s] : boxes_) {
+    if (state && s.state != *state) continue;
+    bool match = true;
+    for (const auto& [k, v] : labels) {
+      auto it = s.spec.labels.find(k);
+      match = match && it != s.spec.labels.end() && it->second == v;
+    }
+    if (match) all.push_back(&s);
+  }
+  // Oldest first; the cursor is the id after which the page starts.
+  std::sort(all.begin(), all.end(), [](const Sandbox* a, const Sandbox* b) {
+    return a->created_at != b->created_at ? a->created_at < b->created_at : a->id < b->id;
+  });
+  Page page;
+  auto it = all.begin();
+  if (!cursor.empty()) {
+    auto at =
+        std::find_if(all.begin(), all.end(), [&](const Sandbox* s) { return s->id == cursor; });
+    if (at == all.end()) {
+      // The cursor's sandbox is gone: continue after where it stood (by id order of creation).
+      if (!node::is_box_id(cursor)) throw invalid_argument("invalid cursor \"" + cursor + "\"");
+      it = all.end();
+      for (auto i = all.begin(); i != all.end(); ++i) {
+        if ((*i)->id > cursor) {
+          it = i;
+          break;
+        }
+      }
+    } else {
+      it = at + 1;
+    }
+  }
+  for (; it != all.end() && page.items.size() < limit; ++it) page.items.push_back(**it);
+  if (it != all.end() && !page.items.empty()) page.next_cursor = page.items.back().id;
+  return page;
+}
+
+asio::awaitable<void> Sandboxes::remove(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (busy(s.state)) throw wrong_state(s, "idle (it is busy)");
+  co_await do_delete(s.id, "");
+}
+
+asio::awaitable<void> Sandboxes::do_delete(std::string id, std::string why) {
+  auto it = boxes_.find(id);
+  if (it == boxes_.end() || it->second.state == State::destroying) co_return;
+  it->second.state = State::destroying;
+  save(it->second);
+  sessions_.forget_box(id);
+  std::exception_ptr failed;
+  try {
+    co_await node_.destroy(id);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  it = boxes_.find(id);
+  if (failed) {
+    try {
+      std::rethrow_exception(failed);
+    } catch (const Error& e) {
+      it->second.state = State::error;
+      it->second.error = Error(e.code(), "deleting the sandbox failed: " + e.message());
+      save(it->second);
+      throw;
+    }
+  }
+  names_.erase(it->second.spec.name);
+  boxes_.erase(it);
+  store_.delete_sandbox(id);
+  if (!why.empty()) audit("sandbox.delete (" + why + ")", id);
+}
+
+asio::awaitable<Sandbox> Sandboxes::stop(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (s.state == State::stopped) co_return s;
+  if (s.state != State::started) throw wrong_state(s, "started");
+  std::string id = s.id;
+  co_await do_stop(id, "");
+  if (auto it = boxes_.find(id); it != boxes_.end()) co_return it->second;
+  Sandbox gone = s;
+  co_return gone;
+}
+
+asio::awaitable<void> Sandboxes::do_stop(std::string id, std::string why) {
+  auto it = boxes_.find(id);
+  if (it == boxes_.end() || it->second.state != State::started) co_return;
+  it->second.state = State::stopping;
+  save(it->second);
+  sessions_.forget_box(id);
+  std::exception_ptr failed;
+  try {
+    co_await node_.stop(id, options_.stop_grace);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  it = boxes_.find(id);
+  Sandbox& s = it->second;
+  if (failed) {
+    try {
+      std::rethrow_exception(failed);
+    } catch (const Error& e) {
+      s.state = State::error;
+      s.error = Error(e.code(), "stopping the sandbox failed: " + e.message());
+      save(s);
+      throw;
+    }
+  }
+  s.state = State::stopped;
+  s.stopped_at = sys::now_ms();
+  save(s);
+  if (!why.empty()) audit("sandbox.stop (" + why + ")", id);
+  // An ephemeral sandbox does not outlive its stop.
+  if (s.spec.ephemeral) co_await do_delete(id, "ephemeral");
+}
+
+asio::awaitable<Sandbox> Sandboxes::start(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (s.state == State::started) co_return s;
+  if (s.state != State::stopped) throw wrong_state(s, "stopped");
+  std::string id = s.id;
+  s.state = State::starting;
+  s.error.reset();
+  save(s);
+  std::exception_ptr failed;
+  json location;
+  try {
+    location = co_await node_.start(config_for(s));
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  Sandbox& again = boxes_.at(id);
+  if (failed) {
+    again.state = State::stopped;
+    save(again);
+    std::rethrow_exception(failed);
+  }
+  again.state = State::started;
+  again.location = location;
+  again.started_at = again.last_activity_at = sys::now_ms();
+  again.stopped_at = 0;
+  save(again);
+  co_return again;
+}
+
+Sandbox Sandboxes::set_labels(const std::string& id_or_name,
+                              std::map<std::string, std::string> labels) {
+  Sandbox& s = find(id_or_name);
+  s.spec.labels = std::move(labels);
+  save(s);
+  return s;
+}
+
+std::pair<Sandbox, std::shared_ptr<node::Channel>> Sandboxes::running(
+    const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (s.state != State::started) throw wrong_state(s, "started");
+  auto channel = node_.channel(s.id);
+  if (!channel || channel->error()) {
+    throw Error(ErrorCode::unavailable,
+                "sandbox " + s.id + " is not reachable: " +
+                    (channel && channel->error() ? channel->error()->message() : "no channel"));
+  }
+  touch(s.id);
+  return {s, channel};
+}
+
+void Sandboxes::touch(const std::string& id) {
+  auto it = boxes_.find(id);
+  if (it == boxes_.end()) return;
+  it->second.last_activity_at = sys::now_ms();
+  dirty_activity_.insert(id);
+}
+
+asio::awaitable<void> Sandboxes::recover() {
+  for (const auto& record : store_.list_sandboxes()) {
+    Sandbox s;
+    try {
+      s = Sandbox::from_doc(record.id, record.doc);
+    } catch (const std::exception& e) {
+      // An unreadable record is kept out of the way rather than lost or fatal.
+      continue;
+    }
+    boxes_[s.id] = s;
+    if (!s.spec.name.empty()) names_[s.spec.name] = s.id;
+  }
+  std::vector<std::string> ids;
+  for (const auto& [id, s] : boxes_) ids.push_back(id);
+  for (const auto& id : ids) {
+    Sandbox& s = boxes_.at(id);
+    State was = s.state;
+    if (was == State::destroying) {
+      co_await do_delete(id, "settled after a restart");
+      continue;
+    }
+    if (was == State::error) continue;
+    bool running = false;
+    std::optional<Error> failure;
+    try {
+      running = co_await node_.recover(config_for(s), s.location,
+                                       was == State::started || was == State::stopping ||
+                                           was == State::creating || was == State::starting);
+    } catch (const Error& e) {
+      failure = e;
+    }
+    Sandbox& again = boxes_.at(id);
+    if (failure) {
+      again.state = State::error;
+      again.error = Error(failure->code(), "after a restart: " + failure->message());
+    } else if (was == State::creating) {
+      // Half-made when the daemon went: not to be trusted.
+      if (running) co_await node_.stop(id, std::chrono::milliseconds(0));
+      again.state = State::error;
+      again.error =
+          Error(ErrorCode::unavailable, "the daemon stopped while the sandbox was being created");
+    } else if (running) {
+      again.state = State::started;
+      // Processes the box still runs become sessions again (their earlier output is gone).
+      if (auto channel = node_.channel(id); channel && channel->hello()) {
+        for (const auto& p : channel->hello()->processes) {
+          sessions_.add(id, channel->adopt(p), p.argv, p.tty);
+        }
+      }
+    } else {
+      if (again.state != State::stopped) again.stopped_at = sys::now_ms();
+      again.state = State::stopped;
+    }
+    save(again);
+  }
+}
+
+void Sandboxes::start_timers() {
+  timer_ = std::make_unique<asio::steady_timer>(executor_);
+  asio::co_spawn(executor_, timers(), asio::detached);
+}
+
+void Sandboxes::shutdown() {
+  stopping_ = true;
+  if (timer_) timer_->cancel();
+  for (const auto& id : dirty_activity_) {
+    if (auto it = boxes_.find(id); it != boxes_.end()) save(it->second);
+  }
+  dirty_activity_.clear();
+}
+
+asio::awaitable<void> Sandboxes::timers() {
+  while (!stopping_) {
+    timer_->expires_after(options_.timer_interval);
+    boost::system::error_code ec;
+    co_await timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (stopping_) break;
+    try {
+      check_timers();
+    } catch (const std::exception&) {
+      // A failing store must not end the timers for good.
+    }
+  }
+}
+
+void Sandboxes::check_timers() {
+  int64_t now = sys::now_ms();
+  auto due = [&](int64_t since, const std::optional<double>& minutes) {
+    return minutes && since && since + static_cast<int64_t>(*minutes * 60000) <= now;
+  };
+  for (const auto& [id, s] : boxes_) {
+    if (s.state == State::started && due(s.last_activity_at, s.spec.auto_stop_minutes)) {
+      asio::co_spawn(executor_, do_stop(id, "auto-stop"), asio::detached);
+    } else if (s.state == State::stopped && s.spec.ephemeral) {
+      asio::co_spawn(executor_, do_delete(id, "ephemeral"), asio::detached);
+    } else if (s.state == State::stopped && due(s.stopped_at, s.spec.auto_delete_minutes)) {
+      asio::co_spawn(executor_, do_delete(id, "auto-delete"), asio::detached);
+    }
+  }
+  // Activity is saved now and then, not at every call: timers survive a restart within this.
+  for (const auto& id : dirty_activity_) {
+    if (auto it = boxes_.find(id); it != boxes_.end()) save(it->second);
+  }
+  dirty_activity_.clear();
+}
+
+}  // namespace pitbox::control

@@ -1,0 +1,87 @@
+// The sandboxes service: the state machine of every sandbox (creating, started, stopping,
+// stopped, starting, error, destroying), its lifecycle timers and its activity, kept in memory,
+// persisted in the store and carried out by a node. Runs on one executor.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "control/metrics.h"
+#include "control/sandbox.h"
+#include "control/sessions.h"
+#include "control/store.h"
+#include "node/node_client.h"
+
+namespace pitbox::control {
+
+namespace asio = boost::asio;
+
+class Sandboxes {
+ public:
+  struct Options {
+    std::chrono::milliseconds stop_grace{10000};
+    std::chrono::milliseconds timer_interval{1000};
+    size_t max_sandboxes = 5000;
+  };
+  Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node, Metrics& metrics,
+            Options options);
+
+  // At start: every stored sandbox is found again; running ones are reattached, ones that ended
+  // meanwhile become stopped, ones caught half-way are settled.
+  asio::awaitable<void> recover();
+  // The lifecycle timers (auto-stop, auto-delete, ephemeral).
+  void start_timers();
+  // Stops the timers; boxes keep running.
+  void shutdown();
+
+  asio::awaitable<Sandbox> create(const nlohmann::json& body);
+  Sandbox get(const std::string& id_or_name) const;
+  struct Page {
+    std::vector<Sandbox> items;
+    std::string next_cursor;
+  };
+  Page list(const std::vector<std::pair<std::string, std::string>>& labels,
+            std::optional<State> state, size_t limit, const std::string& cursor) const;
+  asio::awaitable<void> remove(const std::string& id_or_name);
+  asio::awaitable<Sandbox> start(const std::string& id_or_name);
+  asio::awaitable<Sandbox> stop(const std::string& id_or_name);
+  Sandbox set_labels(const std::string& id_or_name, std::map<std::string, std::string> labels);
+
+  // A started sandbox and the channel to its init; marks activity. conflict when it does not run.
+  std::pair<Sandbox, std::shared_ptr<node::Channel>> running(const std::string& id_or_name);
+  void touch(const std::string& id);
+  sys::CgroupStats stats(const std::string& id) { return node_.stats(id); }
+  std::vector<Sandbox> all() const;
+  Sessions& sessions() { return sessions_; }
+
+ private:
+  Sandbox& find(const std::string& id_or_name);
+  const Sandbox& find(const std::string& id_or_name) const;
+  void save(const Sandbox& s);
+  void audit(const std::string& action, const std::string& target, const std::string& error = "");
+  static node::BoxConfig config_for(const Sandbox& s);
+  // Each marks the box busy before its first wait, so that a concurrent call sees the state.
+  asio::awaitable<void> do_stop(std::string id, std::string why);
+  asio::awaitable<void> do_delete(std::string id, std::string why);
+  asio::awaitable<void> timers();
+  void check_timers();
+
+  asio::any_io_executor executor_;
+  Store& store_;
+  node::NodeClient& node_;
+  Metrics& metrics_;
+  Options options_;
+  Sessions sessions_;
+  std::map<std::string, Sandbox> boxes_;      // by id
+  std::map<std::string, std::string> names_;  // name -> id
+  std::set<std::string> dirty_activity_;      // touched since the last save
+  std::unique_ptr<asio::steady_timer> timer_;
+  bool stopping_ = false;
+};
+
+}  // namespace pitbox::control

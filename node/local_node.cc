@@ -1,0 +1,171 @@
+#include "node/local_node.h"
+
+#include "sys/error.h"
+
+namespace pitbox::node {
+
+namespace {
+
+BoxRequest request_for(const BoxConfig& c) {
+  BoxRequest r;
+  r.id = c.id;
+  r.image = c.image;
+  r.hostname = c.hostname;
+  r.limits = c.limits;
+  return r;
+}
+
+}  // namespace
+
+LocalNode::LocalNode(asio::any_io_executor executor, Boxes::Options options, size_t threads)
+    : executor_(std::move(executor)), pool_(threads), boxes_(std::move(options)) {}
+
+LocalNode::~LocalNode() {
+  pool_.join();
+  // Boxes not detached go with us (tests); a daemon detaches them first.
+  for (auto& [id, e] : entries_) {
+    if (e.channel) e.channel->close();
+  }
+}
+
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> LocalNode::blocking(F fn) {
+  using R = std::invoke_result_t<F>;
+  co_return co_await asio::co_spawn(
+      pool_.get_executor(),
+      [fn = std::move(fn)]() mutable -> asio::awaitable<R> {
+        if constexpr (std::is_void_v<R>) {
+          fn();
+          co_return;
+        } else {
+          co_return fn();
+        }
+      },
+      asio::use_awaitable);
+}
+
+LocalNode::Entry& LocalNode::entry(const std::string& id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) throw not_found("box " + id + " is not on this node");
+  return it->second;
+}
+
+std::vector<std::string> LocalNode::images() { return storage::ImageStore::builtin_names(); }
+
+asio::awaitable<void> LocalNode::connect(Entry& e) {
+  e.channel = std::make_shared<Channel>(executor_, e.box->box().take_channel());
+  co_await e.channel->handshake();
+}
+
+asio::awaitable<nlohmann::json> LocalNode::create(const BoxConfig& config) {
+  if (entries_.count(config.id)) throw Error(ErrorCode::conflict, "box " + config.id + " exists");
+  BoxRequest request = request_for(config);
+  std::unique_ptr<LocalBox> box =
+      co_await blocking([this, request] { return boxes_.create(request); });
+  Entry& e = entries_[config.id];
+  e.box = std::move(box);
+  std::exception_ptr failed;
+  try {
+    co_await connect(e);
+  } catch (...) {
+    failed = std::current_exception();  // (no co_await inside a handler)
+  }
+  if (failed) {
+    auto doomed = std::move(e.box);
+    entries_.erase(config.id);
+    co_await blocking([&doomed] { doomed->destroy(); });
+    std::rethrow_exception(failed);
+  }
+  co_return e.box->location().to_json();
+}
+
+asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
+  auto it = entries_.find(config.id);
+  if (it == entries_.end()) {
+    BoxRequest request = request_for(config);
+    auto box = co_await blocking([this, request] { return boxes_.open_stopped(request); });
+    it = entries_.emplace(config.id, Entry{std::move(box), nullptr}).first;
+  }
+  Entry& e = it->second;
+  if (!e.box->running()) {
+    LocalBox* box = e.box.get();
+    co_await blocking([box] { box->start(); });
+    co_await connect(e);
+  }
+  co_return e.box->location().to_json();
+}
+
+asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::milliseconds grace) {
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.box->running()) co_return;
+  Entry& e = it->second;
+  bool asked = false;
+  if (e.channel && !e.channel->error()) {
+    try {
+      co_await e.channel->shutdown(grace);
+      asked = true;
+    } catch (const Error&) {
+      // init is not answering: it is killed below
+    }
+  }
+  if (e.channel) e.channel->close();
+  e.channel.reset();
+  LocalBox* box = e.box.get();
+  auto wait = asked ? grace + std::chrono::seconds(2) : std::chrono::milliseconds(0);
+  co_await blocking([box, wait] { box->stop(wait); });
+}
+
+asio::awaitable<void> LocalNode::destroy(const std::string& id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) co_return;
+  Entry e = std::move(it->second);
+  entries_.erase(it);
+  if (e.channel) e.channel->close();
+  co_await blocking([&e] { e.box->destroy(); });
+}
+
+asio::awaitable<bool> LocalNode::recover(const BoxConfig& config, const nlohmann::json& location,
+                                         bool was_running) {
+  BoxRequest request = request_for(config);
+  BoxLocation where = BoxLocation::from_json(location);
+  auto box = co_await blocking([this, request, where, was_running] {
+    return was_running ? boxes_.reattach(request, where) : boxes_.open_stopped(request);
+  });
+  Entry& e = entries_[config.id];
+  e.box = std::move(box);
+  if (!e.box->running()) co_return false;
+  bool answered = true;
+  try {
+    co_await connect(e);
+  } catch (const Error&) {
+    answered = false;  // init does not answer: the box is treated as stopped
+  }
+  if (!answered) {
+    e.channel.reset();
+    LocalBox* b = e.box.get();
+    co_await blocking([b] { b->stop(); });
+  }
+  co_return answered;
+}
+
+std::shared_ptr<Channel> LocalNode::channel(const std::string& id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.box->running()) return nullptr;
+  return it->second.channel;
+}
+
+sys::CgroupStats LocalNode::stats(const std::string& id) {
+  auto it = entries_.find(id);
+  return it == entries_.end() ? sys::CgroupStats{} : it->second.box->stats();
+}
+
+void LocalNode::detach_all() {
+  for (auto& [id, e] : entries_) {
+    if (e.channel) e.channel->close();
+    e.channel.reset();
+    e.box->detach();
+  }
+  entries_.clear();
+}
+
+}  // namespace pitbox::node

@@ -1,0 +1,49 @@
+// What the control plane asks of a node: make, start, stop and destroy boxes, and reach their
+// init. In-process on one machine (LocalNode); over HTTP for a cluster later, behind the same
+// interface. Everything is called on, and answers on, the control plane's executor.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "node/channel.h"
+#include "sys/cgroup.h"
+
+namespace pitbox::node {
+
+struct BoxConfig {
+  std::string id;
+  std::string image;
+  std::string hostname;
+  sys::CgroupLimits limits;
+};
+
+class NodeClient {
+ public:
+  virtual ~NodeClient() = default;
+
+  virtual std::vector<std::string> images() = 0;
+  // Makes and starts a box; when it returns the box can run processes. Returns where the box
+  // is (for recover()).
+  virtual asio::awaitable<nlohmann::json> create(const BoxConfig& config) = 0;
+  // Starts a stopped box again on its files.
+  virtual asio::awaitable<nlohmann::json> start(const BoxConfig& config) = 0;
+  // Ends every process of the box (SIGTERM, SIGKILL after `grace`); the files stay.
+  virtual asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) = 0;
+  // Stops the box and removes everything it had. A box the node does not know is not an error.
+  virtual asio::awaitable<void> destroy(const std::string& id) = 0;
+  // After the control plane restarted: finds the box again. True when it still runs (and its
+  // processes are listed in channel(id)->hello()), false when it stopped meanwhile.
+  virtual asio::awaitable<bool> recover(const BoxConfig& config, const nlohmann::json& location,
+                                        bool was_running) = 0;
+  // The channel to a running box's init; null when the box does not run.
+  virtual std::shared_ptr<Channel> channel(const std::string& id) = 0;
+  virtual sys::CgroupStats stats(const std::string& id) = 0;
+  // Lets go of every box and leaves them running (the control plane is shutting down).
+  virtual void detach_all() = 0;
+};
+
+}  // namespace pitbox::node
