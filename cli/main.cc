@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/commands.h"
 #include "cli/run.h"
 
 int main(int argc, char** argv) {
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
   run_cmd->prefix_command();
   run_cmd->allow_extras();
 
+  auto client_commands = pitbox::cli::add_client_commands(app, global);
+
   // "pitbox run [OPTIONS] -- COMMAND...": everything after the first "--" is the command, even
   // words that look like options. CLI11 only sees what comes before it.
   int parsed_argc = argc;
@@ -67,5 +70,6 @@ int main(int argc, char** argv) {
     run.command.insert(run.command.end(), after_dashes.begin(), after_dashes.end());
     return pitbox::cli::run_command(global, run);
   }
+  if (client_commands->chosen()) return client_commands->run(after_dashes);
   return 0;
 }

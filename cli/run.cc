@@ -74,22 +74,6 @@ std::vector<std::string> command_env(const RunOptions& o, const storage::Image& 
   return env;
 }
 
-// Writes everything, waiting when the fd is non-blocking and full.
-void write_out(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        ::usleep(1000);
-        continue;
-      }
-      return;  // a closed stdout (EPIPE) is the reader's business
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
 // Whether epoll can wait on `fd`: pipes, sockets and terminals yes; regular files and devices
 // such as /dev/null no (they are always ready).
 bool pollable(int fd) {

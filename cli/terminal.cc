@@ -3,7 +3,24 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace pitbox::cli {
+
+void write_out(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        ::usleep(1000);
+        continue;
+      }
+      return;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
 
 std::optional<TerminalSize> terminal_size(int fd) {
   winsize ws{};

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 namespace pitbox::cli {
 
@@ -12,6 +13,10 @@ struct TerminalSize {
   uint16_t rows = 24;
   uint16_t cols = 80;
 };
+
+// Writes everything to `fd`, waiting when it is non-blocking and full; a closed reader (EPIPE)
+// ends the writing quietly.
+void write_out(int fd, std::string_view data);
 
 // The size of the terminal on `fd`, if it is one.
 std::optional<TerminalSize> terminal_size(int fd);

@@ -128,25 +128,20 @@ json ExecResult::to_json() const {
   return j;
 }
 
-asio::awaitable<ExecResult> run_to_completion(node::Channel& channel, proto::SpawnRequest spawn,
-                                              const ExecRequest& request) {
-  auto started = std::chrono::steady_clock::now();
-  auto process = co_await channel.spawn(std::move(spawn));
-  ExecResult result;
-  auto executor = co_await asio::this_coro::executor;
-  // The timeout kills the process group; the loop below then sees its exit.
-  auto timer = std::make_shared<asio::steady_timer>(executor);
-  auto timed_out = std::make_shared<bool>(false);
+ExecWatch::ExecWatch(const asio::any_io_executor& executor,
+                     std::shared_ptr<node::Process> process, const ExecRequest& request) {
   if (request.timeout_ms) {
-    timer->expires_after(std::chrono::milliseconds(*request.timeout_ms));
-    timer->async_wait([process, timed_out, executor](boost::system::error_code ec) {
+    timer_ = std::make_shared<asio::steady_timer>(executor);
+    timer_->expires_after(std::chrono::milliseconds(*request.timeout_ms));
+    timer_->async_wait([process, timed_out = timed_out_, executor](boost::system::error_code ec) {
       if (ec) return;
       *timed_out = true;
       asio::co_spawn(executor, process->signal(SIGKILL, true), asio::detached);
     });
   }
   if (request.stdin_data) {
-    // Fed from its own coroutine: a process that writes a lot before reading must not stall us.
+    // Fed from its own coroutine: a process that writes a lot before reading must not stall
+    // the one reading its output.
     std::string data = *request.stdin_data;
     asio::co_spawn(
         executor,
@@ -156,6 +151,19 @@ asio::awaitable<ExecResult> run_to_completion(node::Channel& channel, proto::Spa
         },
         asio::detached);
   }
+}
+
+ExecWatch::~ExecWatch() {
+  if (timer_) timer_->cancel();
+}
+
+asio::awaitable<ExecResult> run_to_completion(node::Channel& channel, proto::SpawnRequest spawn,
+                                              const ExecRequest& request) {
+  auto started = std::chrono::steady_clock::now();
+  auto process = co_await channel.spawn(std::move(spawn));
+  ExecResult result;
+  auto executor = co_await asio::this_coro::executor;
+  ExecWatch watch(executor, process, request);
   for (;;) {
     node::ProcessEvent ev = co_await process->next();
     if (ev.kind == node::ProcessEvent::Kind::exit) {
@@ -167,8 +175,7 @@ asio::awaitable<ExecResult> run_to_completion(node::Channel& channel, proto::Spa
     if (ev.data.size() > room) result.truncated = true;
     into.append(ev.data, 0, std::min(room, ev.data.size()));
   }
-  timer->cancel();
-  result.timed_out = *timed_out;
+  result.timed_out = watch.timed_out();
   result.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now() - started)
                            .count();

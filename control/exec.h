@@ -46,6 +46,22 @@ struct ExecResult {
   nlohmann::json to_json() const;
 };
 
+// What runs beside a process started for a request: its stdin fed from the request, and its
+// timeout, which kills its process group. Ends the timeout when it goes.
+class ExecWatch {
+ public:
+  ExecWatch(const asio::any_io_executor& executor, std::shared_ptr<node::Process> process,
+            const ExecRequest& request);
+  ~ExecWatch();
+  ExecWatch(const ExecWatch&) = delete;
+  ExecWatch& operator=(const ExecWatch&) = delete;
+  bool timed_out() const { return *timed_out_; }
+
+ private:
+  std::shared_ptr<asio::steady_timer> timer_;
+  std::shared_ptr<bool> timed_out_ = std::make_shared<bool>(false);
+};
+
 // Spawns and waits for the process, keeping at most max_output bytes of each stream and killing
 // its process group when the timeout passes.
 asio::awaitable<ExecResult> run_to_completion(node::Channel& channel, proto::SpawnRequest spawn,

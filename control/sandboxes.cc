@@ -322,8 +322,14 @@ asio::awaitable<void> Sandboxes::recover() {
   for (const auto& id : ids) {
     Sandbox& s = boxes_.at(id);
     State was = s.state;
+    std::exception_ptr delete_failed;  // do_delete records it in the sandbox; nothing more to do
     if (was == State::destroying) {
-      co_await do_delete(id, "settled after a restart");
+      s.state = State::stopped;  // so that do_delete carries on with it
+      try {
+        co_await do_delete(id, "settled after a restart");
+      } catch (...) {
+        delete_failed = std::current_exception();
+      }
       continue;
     }
     if (was == State::error) continue;
@@ -335,17 +341,24 @@ asio::awaitable<void> Sandboxes::recover() {
                                            was == State::creating || was == State::starting);
     } catch (const Error& e) {
       failure = e;
+    } catch (const std::exception& e) {
+      failure = internal_error(e.what());
+    }
+    if (was == State::creating) {
+      // Half-made when the daemon went (its maker never got an answer): removed, with whatever
+      // of it runs.
+      boxes_.at(id).state = State::stopped;
+      try {
+        co_await do_delete(id, "half-made when the daemon stopped");
+      } catch (...) {
+        delete_failed = std::current_exception();
+      }
+      continue;
     }
     Sandbox& again = boxes_.at(id);
     if (failure) {
       again.state = State::error;
       again.error = Error(failure->code(), "after a restart: " + failure->message());
-    } else if (was == State::creating) {
-      // Half-made when the daemon went: not to be trusted.
-      if (running) co_await node_.stop(id, std::chrono::milliseconds(0));
-      again.state = State::error;
-      again.error =
-          Error(ErrorCode::unavailable, "the daemon stopped while the sandbox was being created");
     } else if (running) {
       again.state = State::started;
       // Processes the box still runs become sessions again (their earlier output is gone).

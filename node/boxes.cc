@@ -74,6 +74,7 @@ nlohmann::json BoxLocation::to_json() const {
 
 BoxLocation BoxLocation::from_json(const nlohmann::json& j) {
   BoxLocation l;
+  if (!j.is_object()) return l;  // unknown: a box that was never seen running
   l.init.pid = j.value("init_pid", 0);
   l.init.start_time = j.value("init_start", uint64_t{0});
   l.id_slot = j.value("id_slot", 0u);

@@ -28,20 +28,49 @@ LocalNode::~LocalNode() {
   }
 }
 
+// Callers make the task before their co_await: GCC 12 copies the captures of a lambda made
+// inside a co_await expression bitwise (short strings then point into the old frame). And
+// blocking() is not a coroutine, so that no coroutine frame takes the task as a parameter.
 template <typename F>
 asio::awaitable<std::invoke_result_t<F>> LocalNode::blocking(F fn) {
   using R = std::invoke_result_t<F>;
-  co_return co_await asio::co_spawn(
-      pool_.get_executor(),
-      [fn = std::move(fn)]() mutable -> asio::awaitable<R> {
-        if constexpr (std::is_void_v<R>) {
-          fn();
-          co_return;
-        } else {
-          co_return fn();
-        }
-      },
-      asio::use_awaitable);
+  if constexpr (std::is_void_v<R>) {
+    return asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr)>(
+        [this](auto handler, F task) {
+          asio::post(pool_, [task = std::move(task), handler = std::move(handler)]() mutable {
+            std::exception_ptr failed;
+            try {
+              task();
+            } catch (...) {
+              failed = std::current_exception();
+            }
+            auto ex = asio::get_associated_executor(handler);
+            asio::post(ex, [handler = std::move(handler), failed]() mutable {
+              std::move(handler)(failed);
+            });
+          });
+        },
+        asio::use_awaitable, std::move(fn));
+  } else {
+    return asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr, R)>(
+        [this](auto handler, F task) {
+          asio::post(pool_, [task = std::move(task), handler = std::move(handler)]() mutable {
+            std::exception_ptr failed;
+            R result{};
+            try {
+              result = task();
+            } catch (...) {
+              failed = std::current_exception();
+            }
+            auto ex = asio::get_associated_executor(handler);
+            asio::post(ex, [handler = std::move(handler), failed,
+                            result = std::move(result)]() mutable {
+              std::move(handler)(failed, std::move(result));
+            });
+          });
+        },
+        asio::use_awaitable, std::move(fn));
+  }
 }
 
 LocalNode::Entry& LocalNode::entry(const std::string& id) {
@@ -60,8 +89,8 @@ asio::awaitable<void> LocalNode::connect(Entry& e) {
 asio::awaitable<nlohmann::json> LocalNode::create(const BoxConfig& config) {
   if (entries_.count(config.id)) throw Error(ErrorCode::conflict, "box " + config.id + " exists");
   BoxRequest request = request_for(config);
-  std::unique_ptr<LocalBox> box =
-      co_await blocking([this, request] { return boxes_.create(request); });
+  auto task = [this, request] { return boxes_.create(request); };
+  std::unique_ptr<LocalBox> box = co_await blocking(std::move(task));
   Entry& e = entries_[config.id];
   e.box = std::move(box);
   std::exception_ptr failed;
@@ -73,7 +102,8 @@ asio::awaitable<nlohmann::json> LocalNode::create(const BoxConfig& config) {
   if (failed) {
     auto doomed = std::move(e.box);
     entries_.erase(config.id);
-    co_await blocking([&doomed] { doomed->destroy(); });
+    auto destroy = [&doomed] { doomed->destroy(); };
+    co_await blocking(std::move(destroy));
     std::rethrow_exception(failed);
   }
   co_return e.box->location().to_json();
@@ -83,13 +113,15 @@ asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
   auto it = entries_.find(config.id);
   if (it == entries_.end()) {
     BoxRequest request = request_for(config);
-    auto box = co_await blocking([this, request] { return boxes_.open_stopped(request); });
+    auto task = [this, request] { return boxes_.open_stopped(request); };
+    auto box = co_await blocking(std::move(task));
     it = entries_.emplace(config.id, Entry{std::move(box), nullptr}).first;
   }
   Entry& e = it->second;
   if (!e.box->running()) {
     LocalBox* box = e.box.get();
-    co_await blocking([box] { box->start(); });
+    auto task = [box] { box->start(); };
+    co_await blocking(std::move(task));
     co_await connect(e);
   }
   co_return e.box->location().to_json();
@@ -112,7 +144,8 @@ asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::millis
   e.channel.reset();
   LocalBox* box = e.box.get();
   auto wait = asked ? grace + std::chrono::seconds(2) : std::chrono::milliseconds(0);
-  co_await blocking([box, wait] { box->stop(wait); });
+  auto task = [box, wait] { box->stop(wait); };
+  co_await blocking(std::move(task));
 }
 
 asio::awaitable<void> LocalNode::destroy(const std::string& id) {
@@ -121,16 +154,18 @@ asio::awaitable<void> LocalNode::destroy(const std::string& id) {
   Entry e = std::move(it->second);
   entries_.erase(it);
   if (e.channel) e.channel->close();
-  co_await blocking([&e] { e.box->destroy(); });
+  auto task = [&e] { e.box->destroy(); };
+  co_await blocking(std::move(task));
 }
 
 asio::awaitable<bool> LocalNode::recover(const BoxConfig& config, const nlohmann::json& location,
                                          bool was_running) {
   BoxRequest request = request_for(config);
   BoxLocation where = BoxLocation::from_json(location);
-  auto box = co_await blocking([this, request, where, was_running] {
+  auto task = [this, request, where, was_running] {
     return was_running ? boxes_.reattach(request, where) : boxes_.open_stopped(request);
-  });
+  };
+  auto box = co_await blocking(std::move(task));
   Entry& e = entries_[config.id];
   e.box = std::move(box);
   if (!e.box->running()) co_return false;
@@ -143,7 +178,8 @@ asio::awaitable<bool> LocalNode::recover(const BoxConfig& config, const nlohmann
   if (!answered) {
     e.channel.reset();
     LocalBox* b = e.box.get();
-    co_await blocking([b] { b->stop(); });
+    auto stop = [b] { b->stop(); };
+    co_await blocking(std::move(stop));
   }
   co_return answered;
 }

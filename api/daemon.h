@@ -1,0 +1,22 @@
+// pitbox serve: the api, control and node layers of one machine in one process.
+#pragma once
+
+#include <string>
+
+namespace pitbox::api {
+
+struct DaemonOptions {
+  std::string state_dir = "/var/lib/pitbox";
+  std::string listen = "127.0.0.1:7070";
+  std::string cgroup_parent = "pitbox";
+  bool log_requests = true;
+};
+
+// Serves until SIGTERM or SIGINT, then leaves the boxes running for the next start. Returns
+// the process's exit code; problems at start are printed and give 1.
+int run_daemon(const DaemonOptions& options);
+
+// Where the admin key of a state directory is kept.
+std::string admin_key_path(const std::string& state_dir);
+
+}  // namespace pitbox::api

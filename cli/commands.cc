@@ -1,0 +1,807 @@
+#include "cli/commands.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <iostream>
+
+#include "api/daemon.h"
+#include "cli/terminal.h"
+#include "client/client.h"
+#include "control/tar_writer.h"
+#include "sys/fd.h"
+#include "sys/fs.h"
+#include "sys/text.h"
+#include "sys/units.h"
+
+namespace pitbox::cli {
+
+namespace {
+
+using client::ApiError;
+using client::Client;
+using client::query_escape;
+using nlohmann::json;
+namespace http = boost::beast::http;
+
+std::string sandbox_path(const std::string& box) { return "/v1/sandboxes/" + query_escape(box); }
+
+// "3 minutes ago" from an API time ("2026-11-22T10:00:00.123Z").
+std::string ago(const json& time) {
+  if (!time.is_string()) return "-";
+  std::tm tm{};
+  if (!::strptime(time.get<std::string>().c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return "-";
+  int64_t seconds = static_cast<int64_t>(std::time(nullptr)) - static_cast<int64_t>(::timegm(&tm));
+  if (seconds < 0) seconds = 0;
+  auto unit = [](int64_t n, const char* what) {
+    return std::to_string(n) + " " + what + (n == 1 ? "" : "s") + " ago";
+  };
+  if (seconds < 60) return unit(seconds, "second");
+  if (seconds < 3600) return unit(seconds / 60, "minute");
+  if (seconds < 86400) return unit(seconds / 3600, "hour");
+  return unit(seconds / 86400, "day");
+}
+
+void print_table(const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      out += cells[i];
+      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 3, ' ');
+    }
+    std::cout << out << "\n";
+  };
+  line(header);
+  for (const auto& row : rows) line(row);
+}
+
+std::string labels_text(const json& labels) {
+  std::string out;
+  if (!labels.is_object()) return out;
+  for (const auto& [k, v] : labels.items()) {
+    if (!out.empty()) out += ",";
+    out += k + "=" + v.get<std::string>();
+  }
+  return out;
+}
+
+// Shows how far a long transfer got, on stderr when it is a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string what) : what_(std::move(what)), shown_(::isatty(STDERR_FILENO)) {}
+  ~Progress() {
+    if (shown_ && drawn_) std::fprintf(stderr, "\r\033[K");
+  }
+  void add(uint64_t n) {
+    bytes_ += n;
+    auto now = std::chrono::steady_clock::now();
+    if (!shown_ || now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    drawn_ = true;
+    std::fprintf(stderr, "\r\033[K%s: %s", what_.c_str(), sys::format_size(bytes_).c_str());
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  std::string what_;
+  bool shown_;
+  bool drawn_ = false;
+  uint64_t bytes_ = 0;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// A local directory as a tar stream, made as it is read.
+class LocalTar {
+ public:
+  // The contents of `dir`, each name under `prefix` ("" or "name/").
+  LocalTar(const std::string& dir, const std::string& prefix) {
+    if (!prefix.empty()) add(dir, prefix);
+    walk(dir, prefix);
+  }
+
+  size_t fill(char* buf, size_t size) {
+    while (pending_.empty()) {
+      if (file_) {
+        char chunk[256 * 1024];
+        size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof chunk, left_));
+        ssize_t n = want ? ::read(file_.get(), chunk, want) : 0;
+        if (n < 0) throw_errno("reading " + current_);
+        if (n == 0) {
+          // Shorter than when it was listed: filled up with zeros, as tar does.
+          pending_.assign(static_cast<size_t>(left_), '\0');
+          pending_ += control::tar_padding(size_);
+          left_ = 0;
+          file_.reset();
+        } else {
+          pending_.assign(chunk, static_cast<size_t>(n));
+          left_ -= static_cast<uint64_t>(n);
+          if (left_ == 0) {
+            pending_ += control::tar_padding(size_);
+            file_.reset();
+          }
+        }
+        continue;
+      }
+      if (next_ == entries_.size()) {
+        if (ended_) return 0;
+        ended_ = true;
+        pending_ = control::tar_end();
+        continue;
+      }
+      const auto& [path, entry] = entries_[next_++];
+      if (entry.type == control::TarEntry::Type::file) {
+        file_ = sys::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!file_) throw_errno("opening " + path);
+        current_ = path;
+        size_ = left_ = entry.size;
+        if (left_ == 0) file_.reset();
+      }
+      pending_ = control::tar_header(entry);
+      if (entry.type == control::TarEntry::Type::file && entry.size == 0) {
+        pending_ += control::tar_padding(0);
+      }
+    }
+    size_t n = std::min(size, pending_.size());
+    std::memcpy(buf, pending_.data(), n);
+    pending_.erase(0, n);
+    return n;
+  }
+
+ private:
+  void add(const std::string& path, const std::string& name) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) throw_errno("reading " + path);
+    control::TarEntry e;
+    e.name = name;
+    e.mode = st.st_mode & 07777;
+    e.mtime = st.st_mtime;
+    if (S_ISDIR(st.st_mode)) {
+      e.type = control::TarEntry::Type::dir;
+    } else if (S_ISLNK(st.st_mode)) {
+      e.type = control::TarEntry::Type::symlink;
+      char target[4096];
+      ssize_t n = ::readlink(path.c_str(), target, sizeof target);
+      if (n < 0) throw_errno("reading the link " + path);
+      e.link.assign(target, static_cast<size_t>(n));
+    } else if (S_ISREG(st.st_mode)) {
+      e.size = static_cast<uint64_t>(st.st_size);
+    } else {
+      return;  // devices, fifos and sockets are not copied
+    }
+    entries_.push_back({path, e});
+  }
+  void walk(const std::string& dir, const std::string& prefix) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) throw_errno("reading the directory " + dir);
+    std::vector<std::string> names;
+    while (struct dirent* de = ::readdir(d)) {
+      std::string n = de->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+      std::string path = dir + "/" + n;
+      struct stat st;
+      if (::lstat(path.c_str(), &st) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        add(path, prefix + n + "/");
+        walk(path, prefix + n + "/");
+      } else {
+        add(path, prefix + n);
+      }
+    }
+  }
+
+  std::vector<std::pair<std::string, control::TarEntry>> entries_;
+  size_t next_ = 0;
+  std::string pending_;
+  sys::UniqueFd file_;
+  std::string current_;
+  uint64_t size_ = 0, left_ = 0;
+  bool ended_ = false;
+};
+
+// Extracts a tar stream into a local directory, refusing names that lead out of it.
+class LocalUntar {
+ public:
+  explicit LocalUntar(const std::string& dir) : dir_(dir) {
+    reader_ = archive_read_new();
+    archive_read_support_format_tar(reader_);
+    archive_read_support_format_gnutar(reader_);
+    writer_ = archive_write_disk_new();
+    archive_write_disk_set_options(
+        writer_, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                     ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+  }
+  ~LocalUntar() {
+    archive_read_free(reader_);
+    archive_write_free(writer_);
+  }
+  // Extracts the whole archive held in the file `fd`.
+  void extract(int fd) {
+    if (archive_read_open_fd(reader_, fd, 64 * 1024) != ARCHIVE_OK) fail(reader_);
+    struct archive_entry* e;
+    int rc;
+    while ((rc = archive_read_next_header(reader_, &e)) == ARCHIVE_OK) {
+      std::string name = archive_entry_pathname(e);
+      archive_entry_set_pathname(e, (dir_ + "/" + name).c_str());
+      if (const char* hl = archive_entry_hardlink(e)) {
+        archive_entry_set_hardlink(e, (dir_ + "/" + hl).c_str());
+      }
+      if (archive_write_header(writer_, e) != ARCHIVE_OK) fail(writer_);
+      const void* buf;
+      size_t size;
+      la_int64_t offset;
+      while ((rc = archive_read_data_block(reader_, &buf, &size, &offset)) == ARCHIVE_OK) {
+        if (archive_write_data_block(writer_, buf, size, offset) != ARCHIVE_OK) fail(writer_);
+      }
+      if (rc != ARCHIVE_EOF) fail(reader_);
+      archive_write_finish_entry(writer_);
+    }
+    if (rc != ARCHIVE_EOF) fail(reader_);
+  }
+
+ private:
+  [[noreturn]] static void fail(struct archive* a) {
+    const char* msg = archive_error_string(a);
+    throw invalid_argument(std::string("extracting: ") + (msg ? msg : "unknown error"));
+  }
+  std::string dir_;
+  struct archive* reader_;
+  struct archive* writer_;
+};
+
+class Commands final : public ClientCommands {
+ public:
+  Commands(CLI::App& app, GlobalOptions& global) : global_(global) {
+    auto client_options = [this](CLI::App* sub) {
+      sub->add_option("--url", url_, "API URL (default http://127.0.0.1:7070)")
+          ->envname("PITBOX_API_URL");
+      sub->add_option("--key", key_, "API key (default: the local daemon's admin key)")
+          ->envname("PITBOX_API_KEY");
+      return sub;
+    };
+
+    serve_ = app.add_subcommand("serve", "Run the pitbox daemon (HTTP API on --listen)");
+    serve_->add_option("--listen", listen_, "Address to listen on, host:port")
+        ->envname("PITBOX_LISTEN")
+        ->capture_default_str();
+    serve_->add_flag("--quiet", quiet_, "Do not log every request");
+
+    create_ = client_options(app.add_subcommand("create", "Create a sandbox and start it"));
+    create_->add_option("--name", create_body_name_, "A unique name");
+    create_->add_option("--image", image_, "Image: host or busybox");
+    create_->add_option("--label,-l", labels_, "KEY=VALUE (repeatable)");
+    create_->add_option("--env,-e", env_, "KEY=VALUE (repeatable)");
+    create_->add_option("--cpus", cpus_, "CPU limit, e.g. 0.5 or 2");
+    create_->add_option("--memory,-m", memory_, "Memory limit, e.g. 512m");
+    create_->add_option("--pids", pids_, "Most processes at once");
+    create_->add_option("--workdir,-w", workdir_, "Working directory of commands");
+    create_->add_option("--user,-u", user_, "User of commands");
+    create_->add_option("--auto-stop", auto_stop_, "Stop after this many idle minutes");
+    create_->add_option("--auto-delete", auto_delete_, "Delete this many minutes after stopping");
+    create_->add_flag("--ephemeral", ephemeral_, "Delete the sandbox when it stops");
+    create_->add_flag("--json", json_, "Print the sandbox as JSON");
+
+    ls_ = client_options(app.add_subcommand("ls", "List sandboxes"));
+    ls_->add_option("--label,-l", labels_, "Only those with KEY=VALUE (repeatable)");
+    ls_->add_option("--state", state_, "Only those in this state");
+    ls_->add_flag("--json", json_, "Print JSON");
+    ls_->add_flag("--quiet,-q", quiet_, "Print only ids");
+
+    inspect_ = client_options(app.add_subcommand("inspect", "Show a sandbox as JSON"));
+    inspect_->add_option("box", box_, "Sandbox id or name")->required();
+
+    exec_ = client_options(app.add_subcommand("exec", "Run a command in a sandbox"));
+    exec_->add_flag("--tty,-t", tty_, "Give the command a terminal");
+    exec_->add_flag("--interactive,-i", interactive_, "Send stdin to the command");
+    exec_->add_flag("--detach,-d", detach_, "Run in the background; print the session id");
+    exec_->add_option("--env,-e", env_, "KEY=VALUE (repeatable)");
+    exec_->add_option("--workdir,-w", workdir_, "Working directory");
+    exec_->add_option("--user,-u", user_, "User: name, uid or uid:gid");
+    exec_->add_option("--timeout", timeout_, "Kill the command after this many seconds");
+    exec_->add_option("box", box_, "Sandbox id or name")->required();
+    exec_->prefix_command();
+    exec_->allow_extras();
+
+    shell_ = client_options(app.add_subcommand("shell", "Open an interactive shell in a sandbox"));
+    shell_->add_option("box", box_, "Sandbox id or name")->required();
+
+    cp_ = client_options(app.add_subcommand(
+        "cp", "Copy files between here and a sandbox: cp ./f BOX:/path, cp BOX:/path ./f"));
+    cp_->add_option("source", source_, "A local path or BOX:PATH")->required();
+    cp_->add_option("destination", destination_, "A local path or BOX:PATH (- for stdout)")
+        ->required();
+
+    rm_ = client_options(app.add_subcommand("rm", "Delete sandboxes"));
+    rm_->add_option("boxes", boxes_, "Sandbox ids or names")->required();
+    stop_ = client_options(app.add_subcommand("stop", "Stop sandboxes (their files stay)"));
+    stop_->add_option("boxes", boxes_, "Sandbox ids or names")->required();
+    start_ = client_options(app.add_subcommand("start", "Start stopped sandboxes again"));
+    start_->add_option("boxes", boxes_, "Sandbox ids or names")->required();
+
+    label_ = client_options(
+        app.add_subcommand("label", "Set labels (KEY=VALUE) or remove them (KEY-) of a sandbox"));
+    label_->add_option("box", box_, "Sandbox id or name")->required();
+    label_->add_option("changes", changes_, "KEY=VALUE or KEY-")->required();
+
+    logs_ = client_options(app.add_subcommand("logs", "Show the output of a background session"));
+    logs_->add_option("box", box_, "Sandbox id or name")->required();
+    logs_->add_option("session", session_, "Session id (from exec -d)")->required();
+    logs_->add_flag("--follow,-f", follow_, "Keep printing until the session ends");
+
+    keys_ = app.add_subcommand("keys", "Manage API keys");
+    keys_->require_subcommand(1);
+    keys_create_ = client_options(keys_->add_subcommand("create", "Create an API key"));
+    keys_create_->add_option("name", key_name_, "What the key is for")->required();
+    keys_create_->add_flag("--json", json_, "Print JSON");
+    keys_ls_ = client_options(keys_->add_subcommand("ls", "List API keys"));
+    keys_ls_->add_flag("--json", json_, "Print JSON");
+    keys_rm_ = client_options(keys_->add_subcommand("rm", "Revoke API keys"));
+    keys_rm_->add_option("ids", boxes_, "Key ids")->required();
+  }
+
+  bool chosen() const override {
+    for (CLI::App* sub : {serve_, create_, ls_, inspect_, exec_, shell_, cp_, rm_, stop_, start_,
+                          label_, logs_, keys_}) {
+      if (*sub) return true;
+    }
+    return false;
+  }
+
+  int run(const std::vector<std::string>& after_dashes) override {
+    bool exec_like = *exec_ || *shell_;
+    try {
+      if (*serve_) {
+        api::DaemonOptions o;
+        o.state_dir = global_.state_dir;
+        o.listen = listen_;
+        o.cgroup_parent = global_.cgroup_parent;
+        o.log_requests = !quiet_;
+        return api::run_daemon(o);
+      }
+      client::Config config = client::config_from_env(global_.state_dir);
+      if (!url_.empty()) config.url = url_;
+      if (!key_.empty()) config.key = key_;
+      if (config.key.empty()) {
+        throw Error(ErrorCode::unauthenticated,
+                    "no API key: set PITBOX_API_KEY (or run as a user who can read " +
+                        api::admin_key_path(global_.state_dir) + ")");
+      }
+      Client c(config);
+      if (*create_) return create(c);
+      if (*ls_) return ls(c);
+      if (*inspect_) return print(c.call(http::verb::get, sandbox_path(box_)), true);
+      if (*exec_) {
+        std::vector<std::string> cmd = exec_->remaining();
+        cmd.insert(cmd.end(), after_dashes.begin(), after_dashes.end());
+        return exec(c, cmd);
+      }
+      if (*shell_) return terminal(c, {});
+      if (*cp_) return cp(c);
+      if (*rm_) return each(c, http::verb::delete_, "", "deleted");
+      if (*stop_) return each(c, http::verb::post, "/stop", "stopped");
+      if (*start_) return each(c, http::verb::post, "/start", "started");
+      if (*label_) return label(c);
+      if (*logs_) return logs(c);
+      if (*keys_create_) {
+        json body = {{"name", key_name_}};
+        json k = c.call(http::verb::post, "/v1/keys", body);
+        if (json_) return print(k, true);
+        std::cout << k["key"].get<std::string>() << "\n";
+        std::cerr << "(" << k["id"].get<std::string>()
+                  << ": keep the key now, it is not shown again)\n";
+        return 0;
+      }
+      if (*keys_ls_) return keys_list(c);
+      if (*keys_rm_) {
+        for (const auto& id : boxes_) {
+          c.call(http::verb::delete_, "/v1/keys/" + query_escape(id));
+          std::cout << id << "\n";
+        }
+        return 0;
+      }
+    } catch (const Error& e) {
+      std::fprintf(stderr, "pitbox: %s\n", e.message().c_str());
+      return exec_like ? kExitPitboxError : kExitClientError;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "pitbox: %s\n", e.what());
+      return exec_like ? kExitPitboxError : kExitClientError;
+    }
+    return 0;
+  }
+
+ private:
+  int print(const json& j, bool pretty) {
+    std::cout << (pretty ? j.dump(2) : j.dump()) << "\n";
+    return 0;
+  }
+
+  static std::pair<std::string, std::string> key_value(const std::string& text,
+                                                       const std::string& flag) {
+    size_t eq = text.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw invalid_argument(flag + " \"" + text + "\" must be KEY=VALUE");
+    }
+    return {text.substr(0, eq), text.substr(eq + 1)};
+  }
+
+  json env_object() {
+    json env = json::object();
+    for (const auto& e : env_) {
+      if (e.find('=') == std::string::npos) {
+        const char* v = std::getenv(e.c_str());
+        if (v) env[e] = v;  // --env NAME passes this shell's value, like docker
+        continue;
+      }
+      auto [k, v] = key_value(e, "--env");
+      env[k] = v;
+    }
+    return env;
+  }
+
+  int create(Client& c) {
+    json body = json::object();
+    if (!create_body_name_.empty()) body["name"] = create_body_name_;
+    if (!image_.empty()) body["image"] = image_;
+    if (!labels_.empty()) {
+      body["labels"] = json::object();
+      for (const auto& l : labels_) {
+        auto [k, v] = key_value(l, "--label");
+        body["labels"][k] = v;
+      }
+    }
+    if (!env_.empty()) body["env"] = env_object();
+    if (!cpus_.empty()) {
+      char* end = nullptr;
+      double cpus = std::strtod(cpus_.c_str(), &end);
+      if (end == cpus_.c_str() || *end) throw invalid_argument("--cpus \"" + cpus_ + "\" is not a number");
+      body["cpus"] = cpus;
+    }
+    if (!memory_.empty()) body["memory"] = memory_;
+    if (!pids_.empty()) {
+      try {
+        body["pids"] = std::stoll(pids_);
+      } catch (const std::exception&) {
+        throw invalid_argument("--pids \"" + pids_ + "\" is not a whole number");
+      }
+    }
+    if (!workdir_.empty()) body["workdir"] = workdir_;
+    if (!user_.empty()) body["user"] = user_;
+    if (auto_stop_) body["auto_stop_minutes"] = *auto_stop_;
+    if (auto_delete_) body["auto_delete_minutes"] = *auto_delete_;
+    if (ephemeral_) body["ephemeral"] = true;
+    json sb = c.call(http::verb::post, "/v1/sandboxes", body);
+    if (json_) return print(sb, true);
+    std::cout << sb["id"].get<std::string>() << "\n";
+    return 0;
+  }
+
+  int ls(Client& c) {
+    std::string query = "?limit=1000";
+    for (const auto& l : labels_) query += "&label=" + query_escape(l);
+    if (!state_.empty()) query += "&state=" + query_escape(state_);
+    json all = json::array();
+    std::string cursor;
+    do {
+      json page = c.call(http::verb::get,
+                         "/v1/sandboxes" + query +
+                             (cursor.empty() ? "" : "&cursor=" + query_escape(cursor)));
+      for (auto& item : page["items"]) all.push_back(item);
+      cursor = page["next_cursor"].is_string() ? page["next_cursor"].get<std::string>() : "";
+    } while (!cursor.empty());
+    if (json_) return print(all, true);
+    if (quiet_) {
+      for (const auto& sb : all) std::cout << sb["id"].get<std::string>() << "\n";
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& sb : all) {
+      rows.push_back({sb["id"].get<std::string>(),
+                      sb["name"].is_string() ? sb["name"].get<std::string>() : "",
+                      sb["state"].get<std::string>(), sb["image"].get<std::string>(),
+                      ago(sb["created_at"]), labels_text(sb["labels"])});
+    }
+    print_table({"ID", "NAME", "STATE", "IMAGE", "CREATED", "LABELS"}, rows);
+    return 0;
+  }
+
+  int each(Client& c, http::verb method, const std::string& suffix, const std::string& done) {
+    int rc = 0;
+    for (const auto& box : boxes_) {
+      try {
+        c.call(method, sandbox_path(box) + suffix);
+        std::cout << box << "\n";
+      } catch (const Error& e) {
+        std::fprintf(stderr, "pitbox: %s: %s\n", box.c_str(), e.message().c_str());
+        rc = kExitClientError;
+      }
+    }
+    (void)done;
+    return rc;
+  }
+
+  int label(Client& c) {
+    json sb = c.call(http::verb::get, sandbox_path(box_));
+    json labels = sb["labels"].is_object() ? sb["labels"] : json::object();
+    for (const auto& change : changes_) {
+      if (!change.empty() && change.back() == '-' && change.find('=') == std::string::npos) {
+        labels.erase(change.substr(0, change.size() - 1));
+      } else {
+        auto [k, v] = key_value(change, "label");
+        labels[k] = v;
+      }
+    }
+    json body = {{"labels", labels}};
+    json changed = c.call(http::verb::put, sandbox_path(box_) + "/labels", body);
+    std::cout << labels_text(changed["labels"]) << "\n";
+    return 0;
+  }
+
+  int logs(Client& c) {
+    std::string target = sandbox_path(box_) + "/sessions/" + query_escape(session_) + "/logs" +
+                         (follow_ ? "?follow=true" : "");
+    c.stream(http::verb::get, target, std::nullopt,
+             [](std::string_view data) { write_out(STDOUT_FILENO, data); });
+    return 0;
+  }
+
+  int keys_list(Client& c) {
+    json page = c.call(http::verb::get, "/v1/keys?limit=1000");
+    if (json_) return print(page["items"], true);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& k : page["items"]) {
+      rows.push_back({k["id"].get<std::string>(), k["name"].get<std::string>(),
+                      k.value("admin", false) ? "yes" : "", ago(k["created_at"])});
+    }
+    print_table({"ID", "NAME", "ADMIN", "CREATED"}, rows);
+    return 0;
+  }
+
+  int exec(Client& c, const std::vector<std::string>& cmd) {
+    if (cmd.empty()) throw invalid_argument("exec: no command given (pitbox exec BOX -- CMD...)");
+    if (tty_ && !detach_) return terminal(c, cmd);
+    json body = {{"cmd", cmd}};
+    if (!env_.empty()) body["env"] = env_object();
+    if (!workdir_.empty()) body["cwd"] = workdir_;
+    if (!user_.empty()) body["user"] = user_;
+    if (timeout_) body["timeout_ms"] = static_cast<int64_t>(*timeout_ * 1000);
+    if (detach_) {
+      if (tty_) body["tty"] = true;
+      json s = c.call(http::verb::post, sandbox_path(box_) + "/sessions", body);
+      std::cout << s["id"].get<std::string>() << "\n";
+      return 0;
+    }
+    if (interactive_) {
+      // All of stdin, sent with the command (as `docker exec -i` does, stdin only with -i).
+      std::string input = sys::read_fd(STDIN_FILENO, 64u << 20);
+      if (sys::is_valid_utf8(input)) {
+        body["stdin"] = input;
+      } else {
+        body["stdin_base64"] = sys::base64_encode(input);
+      }
+    }
+    int exit_code = kExitPitboxError;
+    std::string line;
+    c.stream(http::verb::post, sandbox_path(box_) + "/exec?stream=true", body,
+             [&](std::string_view data) {
+               line.append(data);
+               size_t nl;
+               while ((nl = line.find('\n')) != std::string::npos) {
+                 json ev = json::parse(line.substr(0, nl), nullptr, false);
+                 line.erase(0, nl + 1);
+                 if (!ev.is_object()) continue;
+                 std::string type = ev.value("type", "");
+                 if (type == "exit") {
+                   exit_code = ev.value("exit_code", kExitPitboxError);
+                   continue;
+                 }
+                 std::string out;
+                 if (ev.contains("data")) {
+                   out = ev["data"].get<std::string>();
+                 } else if (ev.contains("data_base64")) {
+                   out = sys::base64_decode(ev["data_base64"].get<std::string>()).value_or("");
+                 }
+                 write_out(type == "stderr" ? STDERR_FILENO : STDOUT_FILENO, out);
+               }
+             });
+    return exit_code;
+  }
+
+  int terminal(Client& c, const std::vector<std::string>& cmd) {
+    auto size = terminal_size(STDIN_FILENO).value_or(TerminalSize{});
+    std::string target = sandbox_path(box_) + "/terminal?rows=" + std::to_string(size.rows) +
+                         "&cols=" + std::to_string(size.cols);
+    for (const auto& a : cmd) target += "&cmd=" + query_escape(a);
+    if (const char* term = std::getenv("TERM"); term && *term) {
+      target += "&term=" + query_escape(term);
+    }
+    if (!workdir_.empty()) target += "&cwd=" + query_escape(workdir_);
+    if (!user_.empty()) target += "&user=" + query_escape(user_);
+    std::optional<RawMode> raw;
+    if (::isatty(STDIN_FILENO)) raw.emplace(STDIN_FILENO);
+    TerminalSize last = size;
+    Client::TerminalIo io;
+    io.input_fd = STDIN_FILENO;
+    io.output = [](std::string_view data) { write_out(STDOUT_FILENO, data); };
+    io.resized = [&last]() -> std::optional<std::pair<uint16_t, uint16_t>> {
+      auto now = terminal_size(STDIN_FILENO);
+      if (!now || (now->rows == last.rows && now->cols == last.cols)) return std::nullopt;
+      last = *now;
+      return std::pair{now->rows, now->cols};
+    };
+    json exit = c.terminal(target, io);
+    raw.reset();
+    if (!exit.is_object()) {
+      std::fprintf(stderr, "pitbox: the terminal closed without an exit status\n");
+      return kExitPitboxError;
+    }
+    return exit.value("exit_code", kExitPitboxError);
+  }
+
+  // "BOX:PATH" -> {box, path}; a local path otherwise (one with a colon is written ./a:b).
+  static std::optional<std::pair<std::string, std::string>> remote(const std::string& spec) {
+    size_t colon = spec.find(':');
+    if (colon == std::string::npos || colon == 0) return std::nullopt;
+    std::string box = spec.substr(0, colon);
+    if (box.find('/') != std::string::npos) return std::nullopt;
+    return std::pair{box, spec.substr(colon + 1)};
+  }
+
+  // The entry at `path` in the box, or null when there is none.
+  static json remote_stat(Client& c, const std::string& box, const std::string& path) {
+    try {
+      return c.call(http::verb::get, sandbox_path(box) + "/files/stat?follow=true&path=" +
+                                         query_escape(path));
+    } catch (const ApiError& e) {
+      if (e.status() == 404) return nullptr;
+      throw;
+    }
+  }
+
+  static std::string basename_of(std::string path) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+  }
+
+  int cp(Client& c) {
+    auto from = remote(source_);
+    auto to = remote(destination_);
+    if (from && to) throw invalid_argument("cp: copy between two sandboxes through here");
+    if (!from && !to) throw invalid_argument("cp: one side must be BOX:PATH");
+    if (to) return upload(c, source_, to->first, to->second);
+    return download(c, from->first, from->second, destination_);
+  }
+
+  int upload(Client& c, const std::string& local, const std::string& box, std::string path) {
+    if (path.empty() || path[0] != '/') path = "/" + path;  // relative to the box's root
+    struct stat st;
+    if (::stat(local.c_str(), &st) != 0) throw_errno("cp: " + local);
+    json there = remote_stat(c, box, path);
+    bool into_dir = there.is_object() && there.value("type", "") == "dir";
+    Progress progress("copying " + local);
+    if (S_ISDIR(st.st_mode)) {
+      // Into an existing directory: as a subdirectory of it; else: as the new directory.
+      LocalTar tar(local, into_dir ? basename_of(local) + "/" : "");
+      c.upload(http::verb::put, sandbox_path(box) + "/files/tar?path=" + query_escape(path),
+               "application/x-tar", [&](char* buf, size_t size) {
+                 size_t n = tar.fill(buf, size);
+                 progress.add(n);
+                 return n;
+               });
+      return 0;
+    }
+    if (into_dir || (!path.empty() && path.back() == '/')) {
+      if (path.back() != '/') path += "/";
+      path += basename_of(local);
+    }
+    sys::UniqueFd fd(::open(local.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("cp: opening " + local);
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%o", st.st_mode & 07777);
+    c.upload(http::verb::put,
+             sandbox_path(box) + "/files?path=" + query_escape(path) + "&mode=" + mode,
+             "application/octet-stream", [&](char* buf, size_t size) {
+               ssize_t n = ::read(fd.get(), buf, size);
+               if (n < 0) throw_errno("cp: reading " + local);
+               progress.add(static_cast<uint64_t>(n));
+               return static_cast<size_t>(n);
+             });
+    return 0;
+  }
+
+  int download(Client& c, const std::string& box, std::string path, const std::string& local) {
+    if (path.empty() || path[0] != '/') path = "/" + path;
+    json there = remote_stat(c, box, path);
+    if (!there.is_object()) throw not_found("cp: " + box + ":" + path + ": no such file or directory");
+    Progress progress("copying " + path);
+    struct stat st;
+    bool local_is_dir = local != "-" && ::stat(local.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    if (there.value("type", "") == "dir") {
+      if (local == "-") {
+        c.stream(http::verb::get, sandbox_path(box) + "/files/tar?path=" + query_escape(path),
+                 std::nullopt, [&](std::string_view d) { write_out(STDOUT_FILENO, d); });
+        return 0;
+      }
+      std::string dest = local_is_dir ? local + "/" + basename_of(path) : local;
+      sys::make_dirs(dest, 0755);
+      // Buffered in an unnamed temporary file, then extracted.
+      sys::UniqueFd tmp(::open(dest.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+      if (!tmp) throw_errno("cp: a temporary file in " + dest);
+      c.stream(http::verb::get, sandbox_path(box) + "/files/tar?path=" + query_escape(path),
+               std::nullopt, [&](std::string_view d) {
+                 if (!sys::write_all(tmp.get(), d)) throw_errno("cp: buffering the download");
+                 progress.add(d.size());
+               });
+      ::lseek(tmp.get(), 0, SEEK_SET);
+      LocalUntar(dest).extract(tmp.get());
+      return 0;
+    }
+    if (local == "-") {
+      c.stream(http::verb::get, sandbox_path(box) + "/files?path=" + query_escape(path),
+               std::nullopt, [&](std::string_view d) { write_out(STDOUT_FILENO, d); });
+      return 0;
+    }
+    std::string dest = local_is_dir ? local + "/" + basename_of(path) : local;
+    std::string temp = dest + ".pitbox-cp";
+    sys::UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                            there.value("mode", 0644u) & 07777));
+    if (!fd) throw_errno("cp: writing " + temp);
+    try {
+      c.stream(http::verb::get, sandbox_path(box) + "/files?path=" + query_escape(path),
+               std::nullopt, [&](std::string_view d) {
+                 if (!sys::write_all(fd.get(), d)) throw_errno("cp: writing " + temp);
+                 progress.add(d.size());
+               });
+    } catch (...) {
+      ::unlink(temp.c_str());
+      throw;
+    }
+    if (::rename(temp.c_str(), dest.c_str()) != 0) {
+      int err = errno;
+      ::unlink(temp.c_str());
+      throw_errno("cp: " + dest, err);
+    }
+    return 0;
+  }
+
+  GlobalOptions& global_;
+  CLI::App *serve_, *create_, *ls_, *inspect_, *exec_, *shell_, *cp_, *rm_, *stop_, *start_,
+      *label_, *logs_, *keys_, *keys_create_, *keys_ls_, *keys_rm_;
+  std::string url_, key_;
+  std::string listen_ = "127.0.0.1:7070";
+  bool quiet_ = false, json_ = false;
+  std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
+  std::vector<std::string> labels_, env_;
+  std::optional<double> auto_stop_, auto_delete_, timeout_;
+  bool ephemeral_ = false, tty_ = false, interactive_ = false, detach_ = false, follow_ = false;
+  std::string box_, source_, destination_, session_, key_name_;
+  std::vector<std::string> boxes_, changes_;
+};
+
+}  // namespace
+
+std::unique_ptr<ClientCommands> add_client_commands(CLI::App& app, GlobalOptions& global) {
+  return std::make_unique<Commands>(app, global);
+}
+
+}  // namespace pitbox::cli

@@ -1,0 +1,29 @@
+// The client commands of the CLI (create, ls, inspect, exec, shell, cp, rm, stop, start, label,
+// logs, keys) and `serve`: each but serve talks to the daemon through its API.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/run.h"
+
+namespace pitbox::cli {
+
+class ClientCommands {
+ public:
+  virtual ~ClientCommands() = default;
+  // Whether one of these commands was chosen on the command line.
+  virtual bool chosen() const = 0;
+  // Runs it; `after_dashes` is what came after "--". Returns the exit code.
+  virtual int run(const std::vector<std::string>& after_dashes) = 0;
+};
+
+// Adds the commands to `app`; the object holds their options and must outlive the parse.
+std::unique_ptr<ClientCommands> add_client_commands(CLI::App& app, GlobalOptions& global);
+
+// Exit code of client commands when pitbox itself failed (exec and shell use 125, as run does).
+constexpr int kExitClientError = 1;
+
+}  // namespace pitbox::cli
