@@ -269,7 +269,14 @@ std::unique_ptr<Box> ContainerRuntime::reattach(const BoxSpec& spec, sys::Proces
     remove_leftovers(spec.id);
     return nullptr;
   }
-  long fd = ::syscall(SYS_pidfd_getfd, pidfd.fd(), proto::kSpareChannelFd, 0);
+  // Init may not have made its spare yet (it had just started) or be replacing it (another node
+  // took it a moment ago): EBADF for a short while then.
+  long fd = -1;
+  for (int tries = 0; tries < 200; ++tries) {
+    fd = ::syscall(SYS_pidfd_getfd, pidfd.fd(), proto::kSpareChannelFd, 0);
+    if (fd >= 0 || errno != EBADF) break;
+    ::usleep(5000);
+  }
   if (fd < 0 && errno == ESRCH) {  // it ended just now
     remove_leftovers(spec.id);
     return nullptr;
