@@ -25,11 +25,10 @@ integration: build
 
 test: unit integration
 
-# The daemon (pitbox serve) arrives with issue 3; until then this builds and shows how to run a box.
+# The daemon on 127.0.0.1:7070 (PITBOX_LISTEN), state in $(PITBOX_STATE). Ctrl-C stops it;
+# the boxes keep running and the next start finds them again.
 serve: build
-	@echo "pitbox is built: $(BUILD)/bin/pitbox"
-	@echo "run a box:        $(BUILD)/bin/pitbox run -t -- bash"
-	@echo "(the daemon, pitbox serve, is not there yet)"
+	$(BUILD)/bin/pitbox --state $(PITBOX_STATE) serve
 
 bench: build
 	bench/run.sh $(BUILD)

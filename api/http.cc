@@ -1,21 +1,32 @@
 #include "api/http.h"
 
+#include <sys/socket.h>
+
 #include <boost/asio/redirect_error.hpp>
-#include <limits>
+#include <cerrno>
 #include <charconv>
+#include <limits>
 
 namespace pitbox::api {
 
 int status_of(ErrorCode code) {
   switch (code) {
-    case ErrorCode::invalid_argument: return 400;
-    case ErrorCode::unauthenticated: return 401;
-    case ErrorCode::permission_denied: return 403;
-    case ErrorCode::not_found: return 404;
-    case ErrorCode::conflict: return 409;
-    case ErrorCode::resource_exhausted: return 429;
-    case ErrorCode::unavailable: return 503;
-    case ErrorCode::internal: return 500;
+    case ErrorCode::invalid_argument:
+      return 400;
+    case ErrorCode::unauthenticated:
+      return 401;
+    case ErrorCode::permission_denied:
+      return 403;
+    case ErrorCode::not_found:
+      return 404;
+    case ErrorCode::conflict:
+      return 409;
+    case ErrorCode::resource_exhausted:
+      return 429;
+    case ErrorCode::unavailable:
+      return 503;
+    case ErrorCode::internal:
+      return 500;
   }
   return 500;
 }
@@ -29,10 +40,12 @@ bool Request::query_flag(const std::string& name) const {
   std::string v = query_value(name);
   if (v.empty() || v == "false" || v == "0") return false;
   if (v == "true" || v == "1") return true;
-  throw invalid_argument("query parameter \"" + name + "\" must be true or false", {{"field", name}});
+  throw invalid_argument("query parameter \"" + name + "\" must be true or false",
+                         {{"field", name}});
 }
 
-int64_t Request::query_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) const {
+int64_t Request::query_int(const std::string& name, int64_t fallback, int64_t min,
+                           int64_t max) const {
   std::string v = query_value(name);
   if (v.empty()) return fallback;
   int64_t n = 0;
@@ -93,7 +106,8 @@ asio::awaitable<uint64_t> Request::read_body_stream(
     parser.get().body().data = buf.data();
     parser.get().body().size = buf.size();
     boost::system::error_code ec;
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_read(stream, buffer, parser,
+                              asio::redirect_error(asio::use_awaitable, ec));
     if (ec && ec != http::error::need_buffer) {
       close = true;
       throw invalid_argument("reading the request body: " + ec.message());
@@ -166,7 +180,8 @@ json error_body(const Error& e) {
     details.erase("http_status");
     if (details.empty()) details = nullptr;
   }
-  return {{"error", {{"code", to_string(e.code())}, {"message", e.message()}, {"details", details}}}};
+  return {
+      {"error", {{"code", to_string(e.code())}, {"message", e.message()}, {"details", details}}}};
 }
 
 asio::awaitable<void> send_error(Request& r, const Error& e) {
@@ -176,7 +191,10 @@ asio::awaitable<void> send_error(Request& r, const Error& e) {
 
 ChunkedResponse::ChunkedResponse(Request& r, int status, std::string content_type,
                                  std::vector<std::pair<std::string, std::string>> headers)
-    : r_(r), status_(status), content_type_(std::move(content_type)), headers_(std::move(headers)) {}
+    : r_(r),
+      status_(status),
+      content_type_(std::move(content_type)),
+      headers_(std::move(headers)) {}
 
 asio::awaitable<void> ChunkedResponse::begin() {
   if (begun_) co_return;
@@ -203,6 +221,29 @@ asio::awaitable<void> ChunkedResponse::write(std::string_view data) {
 asio::awaitable<void> ChunkedResponse::finish() {
   co_await begin();
   co_await asio::async_write(r_.stream, http::make_chunk_last(), asio::use_awaitable);
+}
+
+HangupWatch::HangupWatch(Request& r) : r_(r) {}
+
+void HangupWatch::start(std::function<void()> on_hangup) {
+  *active_ = true;
+  auto& socket = r_.stream.socket();
+  socket.async_wait(asio::ip::tcp::socket::wait_read,
+                    [active = active_, &socket, on_hangup](boost::system::error_code ec) {
+                      if (ec || !*active) return;
+                      *active = false;
+                      char byte;
+                      ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+                      // Data means a pipelined request: the client is still there.
+                      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) on_hangup();
+                    });
+}
+
+void HangupWatch::cancel() {
+  if (!*active_) return;
+  *active_ = false;
+  boost::system::error_code ec;
+  r_.stream.socket().cancel(ec);
 }
 
 }  // namespace pitbox::api

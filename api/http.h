@@ -46,11 +46,11 @@ struct Request {
   std::string path;
   std::map<std::string, std::vector<std::string>> query;
   std::map<std::string, std::string> params;  // from the route: {"id": ...}
-  std::string route;  // the route's pattern, "/v1/sandboxes/{id}"
+  std::string route;                          // the route's pattern, "/v1/sandboxes/{id}"
   std::optional<control::KeyRecord> key;
-  std::string target;  // what the call acted on, for the audit log
-  int status = 0;             // what was answered, for the log, metrics and audit
-  std::string error_code;     // "" on success
+  std::string target;          // what the call acted on, for the audit log
+  int status = 0;              // what was answered, for the log, metrics and audit
+  std::string error_code;      // "" on success
   bool body_read = false;      // reading the body began
   bool body_complete = false;  // ... and reached its end: the connection can carry on
   bool headers_sent = false;   // a stream began: errors can no longer be answered
@@ -101,6 +101,21 @@ void common_headers(http::response<Body>& res, const Request& r) {
   res.set(http::field::server, std::string("pitbox/") + PITBOX_VERSION);
   res.keep_alive(r.head.keep_alive() && !r.close);
 }
+
+// Resolves once the client has closed its side of the connection (or reset it) while an
+// answer streams, or never when the client stays or sends more. cancel() ends the watch.
+class HangupWatch {
+ public:
+  explicit HangupWatch(Request& r);
+  ~HangupWatch() { cancel(); }
+  // Calls `on_hangup` (on the connection's executor) if the client goes.
+  void start(std::function<void()> on_hangup);
+  void cancel();
+
+ private:
+  Request& r_;
+  std::shared_ptr<bool> active_ = std::make_shared<bool>(false);
+};
 
 // A JSON error body: {"error": {"code", "message", "details"}}.
 json error_body(const Error& e);

@@ -20,8 +20,8 @@ size_t page_limit(const Request& r) {
 
 int parse_signal(const json& value) {
   static const std::map<std::string, int> kNames = {
-      {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-      {"TERM", SIGTERM}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP},
+      {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},  {"KILL", SIGKILL},
+      {"TERM", SIGTERM}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},  {"STOP", SIGSTOP},
       {"CONT", SIGCONT}, {"ALRM", SIGALRM}, {"WINCH", SIGWINCH}};
   if (value.is_number_integer()) {
     int64_t n = value.get<int64_t>();
@@ -167,19 +167,26 @@ class SandboxRoutes {
   }
 
   asio::awaitable<void> exec_stream(Request& r, const Sandbox& sb, node::Channel& channel,
-                                    proto::SpawnRequest spawn,
-                                    const control::ExecRequest& request,
+                                    proto::SpawnRequest spawn, const control::ExecRequest& request,
                                     std::chrono::steady_clock::time_point started) {
     // A process that cannot start is an error answer, before the stream begins.
     auto process = co_await channel.spawn(std::move(spawn));
     auto executor = co_await asio::this_coro::executor;
     control::ExecWatch watch(executor, process, request);
     ChunkedResponse out(r, 200, "application/x-ndjson", {{"Cache-Control", "no-store"}});
+    co_await out.begin();
     bool client_gone = false;
+    // A command that prints nothing must still go when its client does.
+    HangupWatch hangup(r);
+    hangup.start([process, executor, &client_gone] {
+      client_gone = true;
+      asio::co_spawn(executor, process->signal(SIGKILL, true), asio::detached);
+    });
     for (;;) {
       ProcessEvent ev = co_await process->next();
       std::string line = event_line(ev);
       if (ev.kind == ProcessEvent::Kind::exit) {
+        hangup.cancel();
         json exit = json::parse(line);
         exit["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::steady_clock::now() - started)
@@ -211,16 +218,8 @@ class SandboxRoutes {
   asio::awaitable<void> session_create(Request& r) {
     json body = co_await r.read_json();
     control::ExecRequest request = control::parse_exec(body, true);
-    auto [sb, channel] = boxes().running(r.params.at("id"));
-    r.target = sb.id;
-    proto::SpawnRequest spawn = control::spawn_request(request, sb);
-    spawn.stdin = true;  // input can be sent later
-    auto process = co_await channel->spawn(std::move(spawn));
-    if (request.stdin_data && !request.stdin_data->empty()) {
-      co_await process->write_stdin(*request.stdin_data);
-    }
-    json session = boxes().sessions().add(sb.id, process, request.argv, request.tty);
-    r.target = sb.id + "/" + session["id"].get<std::string>();
+    json session = co_await boxes().start_session(r.params.at("id"), request);
+    r.target = boxes().get(r.params.at("id")).id + "/" + session["id"].get<std::string>();
     co_await send_json(r, 201, session);
   }
 
@@ -238,7 +237,7 @@ class SandboxRoutes {
   asio::awaitable<void> session_delete(Request& r) {
     Sandbox sb = box(r);
     r.target = sb.id + "/" + r.params.at("sid");
-    boxes().sessions().remove(sb.id, r.params.at("sid"));
+    boxes().remove_session(sb.id, r.params.at("sid"));
     co_await send_empty(r, 204);
   }
 
@@ -290,7 +289,8 @@ class SandboxRoutes {
       throw invalid_argument("give at most one of \"data\" and \"data_base64\"");
     }
     if (auto it = body.find("data"); it != body.end()) {
-      if (!it->is_string()) throw invalid_argument("\"data\" must be a string", {{"field", "data"}});
+      if (!it->is_string())
+        throw invalid_argument("\"data\" must be a string", {{"field", "data"}});
       data = it->get<std::string>();
     }
     if (auto it = body.find("data_base64"); it != body.end()) {

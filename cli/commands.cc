@@ -227,9 +227,9 @@ class LocalUntar {
     archive_read_support_format_tar(reader_);
     archive_read_support_format_gnutar(reader_);
     writer_ = archive_write_disk_new();
-    archive_write_disk_set_options(
-        writer_, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                     ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+    archive_write_disk_set_options(writer_, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                                                ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   }
   ~LocalUntar() {
     archive_read_free(reader_);
@@ -241,10 +241,11 @@ class LocalUntar {
     struct archive_entry* e;
     int rc;
     while ((rc = archive_read_next_header(reader_, &e)) == ARCHIVE_OK) {
-      std::string name = archive_entry_pathname(e);
+      // Names are put below the destination; one that is absolute or climbs is refused.
+      std::string name = inside(archive_entry_pathname(e));
       archive_entry_set_pathname(e, (dir_ + "/" + name).c_str());
       if (const char* hl = archive_entry_hardlink(e)) {
-        archive_entry_set_hardlink(e, (dir_ + "/" + hl).c_str());
+        archive_entry_set_hardlink(e, (dir_ + "/" + inside(hl)).c_str());
       }
       if (archive_write_header(writer_, e) != ARCHIVE_OK) fail(writer_);
       const void* buf;
@@ -260,6 +261,14 @@ class LocalUntar {
   }
 
  private:
+  static std::string inside(const char* raw) {
+    std::string name = raw ? raw : "";
+    bool climbs = name.empty() || name[0] == '/' || name == ".." || name.rfind("../", 0) == 0 ||
+                  name.find("/../") != std::string::npos ||
+                  (name.size() >= 3 && name.compare(name.size() - 3, 3, "/..") == 0);
+    if (climbs) throw invalid_argument("extracting: the entry \"" + name + "\" leads out");
+    return name;
+  }
   [[noreturn]] static void fail(struct archive* a) {
     const char* msg = archive_error_string(a);
     throw invalid_argument(std::string("extracting: ") + (msg ? msg : "unknown error"));
@@ -473,7 +482,8 @@ class Commands final : public ClientCommands {
     if (!cpus_.empty()) {
       char* end = nullptr;
       double cpus = std::strtod(cpus_.c_str(), &end);
-      if (end == cpus_.c_str() || *end) throw invalid_argument("--cpus \"" + cpus_ + "\" is not a number");
+      if (end == cpus_.c_str() || *end)
+        throw invalid_argument("--cpus \"" + cpus_ + "\" is not a number");
       body["cpus"] = cpus;
     }
     if (!memory_.empty()) body["memory"] = memory_;
@@ -502,9 +512,9 @@ class Commands final : public ClientCommands {
     json all = json::array();
     std::string cursor;
     do {
-      json page = c.call(http::verb::get,
-                         "/v1/sandboxes" + query +
-                             (cursor.empty() ? "" : "&cursor=" + query_escape(cursor)));
+      json page =
+          c.call(http::verb::get, "/v1/sandboxes" + query +
+                                      (cursor.empty() ? "" : "&cursor=" + query_escape(cursor)));
       for (auto& item : page["items"]) all.push_back(item);
       cursor = page["next_cursor"].is_string() ? page["next_cursor"].get<std::string>() : "";
     } while (!cursor.empty());
@@ -669,8 +679,8 @@ class Commands final : public ClientCommands {
   // The entry at `path` in the box, or null when there is none.
   static json remote_stat(Client& c, const std::string& box, const std::string& path) {
     try {
-      return c.call(http::verb::get, sandbox_path(box) + "/files/stat?follow=true&path=" +
-                                         query_escape(path));
+      return c.call(http::verb::get,
+                    sandbox_path(box) + "/files/stat?follow=true&path=" + query_escape(path));
     } catch (const ApiError& e) {
       if (e.status() == 404) return nullptr;
       throw;
@@ -732,7 +742,8 @@ class Commands final : public ClientCommands {
   int download(Client& c, const std::string& box, std::string path, const std::string& local) {
     if (path.empty() || path[0] != '/') path = "/" + path;
     json there = remote_stat(c, box, path);
-    if (!there.is_object()) throw not_found("cp: " + box + ":" + path + ": no such file or directory");
+    if (!there.is_object())
+      throw not_found("cp: " + box + ":" + path + ": no such file or directory");
     Progress progress("copying " + path);
     struct stat st;
     bool local_is_dir = local != "-" && ::stat(local.c_str(), &st) == 0 && S_ISDIR(st.st_mode);

@@ -106,7 +106,7 @@ asio::awaitable<std::unique_ptr<Upload>> Upload::begin(std::shared_ptr<node::Cha
     throw Error(ErrorCode::conflict, "cannot write to " + path + ": it is a directory",
                 {{"path", path}});
   }
-  if (!exists) {
+  if (!exists && parent != "/") {
     json mkdir_request = {{"op", "mkdir"}, {"path", parent}, {"mode", 0755}, {"parents", true}};
     co_await channel->call(mkdir_request);
   }
@@ -263,7 +263,7 @@ asio::awaitable<TarResult> extract_tar(std::shared_ptr<node::Channel> channel, s
   TarResult result;
   std::set<std::string> made;  // directories known to exist
   auto mkdirs = [&](const std::string& dir, uint32_t mode) -> asio::awaitable<void> {
-    if (made.count(dir)) co_return;
+    if (dir == "/" || made.count(dir)) co_return;
     json mkdir_request = {{"op", "mkdir"}, {"path", dir}, {"mode", mode}, {"parents", true}};
     co_await channel->call(mkdir_request);
     made.insert(dir);
@@ -273,7 +273,8 @@ asio::awaitable<TarResult> extract_tar(std::shared_ptr<node::Channel> channel, s
     struct archive_entry* e = nullptr;
     int rc = archive_read_next_header(a.get(), &e);
     if (rc == ARCHIVE_EOF) break;
-    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) throw archive_error(a.get(), "reading the tar archive");
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
+      throw archive_error(a.get(), "reading the tar archive");
     const char* raw = archive_entry_pathname(e);
     std::string name = raw ? raw : "";
     // Clean the name: no leading "/" or "./", and nothing that climbs out.

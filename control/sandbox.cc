@@ -283,7 +283,8 @@ json Sandbox::to_doc() const {
           {"started_at", started_at},
           {"stopped_at", stopped_at},
           {"last_activity_at", last_activity_at},
-          {"location", location}};
+          {"location", location},
+          {"sessions", sessions}};
 }
 
 Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
@@ -317,6 +318,8 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
   s.stopped_at = doc.value("stopped_at", int64_t{0});
   s.last_activity_at = doc.value("last_activity_at", int64_t{0});
   s.location = doc.value("location", json(nullptr));
+  s.sessions = doc.value("sessions", json::array());
+  if (!s.sessions.is_array()) s.sessions = json::array();
   return s;
 }
 

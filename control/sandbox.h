@@ -62,6 +62,9 @@ struct Sandbox {
   int64_t stopped_at = 0;
   int64_t last_activity_at = 0;
   nlohmann::json location;  // the node's, to find the box again after a restart
+  // The sessions started through the API ({"id", "pid", "started_at"}), so that a restarted
+  // daemon gives the processes it finds again their ids.
+  nlohmann::json sessions = nlohmann::json::array();
 
   // The object of the API (docs/api.md).
   nlohmann::json to_api() const;

@@ -181,6 +181,7 @@ asio::awaitable<void> Sandboxes::do_delete(std::string id, std::string why) {
   it->second.state = State::destroying;
   save(it->second);
   sessions_.forget_box(id);
+  it->second.sessions = json::array();
   std::exception_ptr failed;
   try {
     co_await node_.destroy(id);
@@ -208,17 +209,20 @@ asio::awaitable<Sandbox> Sandboxes::stop(const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
   if (s.state == State::stopped) co_return s;
   if (s.state != State::started) throw wrong_state(s, "started");
-  std::string id = s.id;
-  co_await do_stop(id, "");
-  if (auto it = boxes_.find(id); it != boxes_.end()) co_return it->second;
-  Sandbox gone = s;
-  co_return gone;
+  // `s` may be gone after the wait (an ephemeral sandbox is deleted when it stops).
+  Sandbox last = s;
+  co_await do_stop(last.id, "");
+  if (auto it = boxes_.find(last.id); it != boxes_.end()) co_return it->second;
+  last.state = State::stopped;
+  last.stopped_at = sys::now_ms();
+  co_return last;
 }
 
 asio::awaitable<void> Sandboxes::do_stop(std::string id, std::string why) {
   auto it = boxes_.find(id);
   if (it == boxes_.end() || it->second.state != State::started) co_return;
   it->second.state = State::stopping;
+  it->second.sessions = json::array();
   save(it->second);
   sessions_.forget_box(id);
   std::exception_ptr failed;
@@ -298,6 +302,35 @@ std::pair<Sandbox, std::shared_ptr<node::Channel>> Sandboxes::running(
   return {s, channel};
 }
 
+asio::awaitable<json> Sandboxes::start_session(const std::string& id_or_name,
+                                               const ExecRequest& request) {
+  auto [sb, channel] = running(id_or_name);
+  proto::SpawnRequest spawn = spawn_request(request, sb);
+  spawn.stdin = true;  // input can be sent later
+  auto process = co_await channel->spawn(std::move(spawn));
+  if (request.stdin_data && !request.stdin_data->empty()) {
+    co_await process->write_stdin(*request.stdin_data);
+  }
+  json session = sessions_.add(sb.id, process, request.argv, request.tty);
+  auto it = boxes_.find(sb.id);
+  if (it != boxes_.end() && it->second.state == State::started) {
+    it->second.sessions.push_back(
+        {{"id", session["id"]}, {"pid", process->pid()}, {"started_at", sys::now_ms()}});
+    save(it->second);
+  }
+  co_return session;
+}
+
+void Sandboxes::remove_session(const std::string& id_or_name, const std::string& session_id) {
+  Sandbox& s = find(id_or_name);
+  sessions_.remove(s.id, session_id);
+  auto& list = s.sessions;
+  list.erase(std::remove_if(list.begin(), list.end(),
+                            [&](const json& e) { return e.value("id", "") == session_id; }),
+             list.end());
+  save(s);
+}
+
 void Sandboxes::touch(const std::string& id) {
   auto it = boxes_.find(id);
   if (it == boxes_.end()) return;
@@ -361,10 +394,20 @@ asio::awaitable<void> Sandboxes::recover() {
       again.error = Error(failure->code(), "after a restart: " + failure->message());
     } else if (running) {
       again.state = State::started;
-      // Processes the box still runs become sessions again (their earlier output is gone).
+      // Processes the box still runs become sessions again, under their ids when they were
+      // started as sessions (their earlier output is gone).
+      json known = again.sessions;
+      again.sessions = json::array();
       if (auto channel = node_.channel(id); channel && channel->hello()) {
         for (const auto& p : channel->hello()->processes) {
-          sessions_.add(id, channel->adopt(p), p.argv, p.tty);
+          json record = {{"id", ""}, {"pid", p.pid}, {"started_at", sys::now_ms()}};
+          for (const auto& k : known) {
+            if (k.value("pid", 0) == p.pid) record = k;
+          }
+          json session = sessions_.add(id, channel->adopt(p), p.argv, p.tty, record.value("id", ""),
+                                       record.value("started_at", 0));
+          record["id"] = session["id"];
+          again.sessions.push_back(record);
         }
       }
     } else {

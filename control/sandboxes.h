@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "control/exec.h"
 #include "control/metrics.h"
 #include "control/sandbox.h"
 #include "control/sessions.h"
@@ -58,6 +59,11 @@ class Sandboxes {
   sys::CgroupStats stats(const std::string& id) { return node_.stats(id); }
   std::vector<Sandbox> all() const;
   Sessions& sessions() { return sessions_; }
+  // Starts `request` in the background in a started sandbox; the session (its id is kept
+  // across restarts of the daemon).
+  asio::awaitable<nlohmann::json> start_session(const std::string& id_or_name,
+                                                const ExecRequest& request);
+  void remove_session(const std::string& id_or_name, const std::string& session_id);
 
  private:
   Sandbox& find(const std::string& id_or_name);

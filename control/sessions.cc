@@ -34,13 +34,13 @@ const Sessions::Session& Sessions::find(const std::string& box, const std::strin
 }
 
 json Sessions::add(const std::string& box, std::shared_ptr<node::Process> process,
-                   std::vector<std::string> command, bool tty) {
+                   std::vector<std::string> command, bool tty, std::string id, int64_t started_at) {
   auto s = std::make_shared<Session>();
-  s->id = "se-" + sys::random_base32(12);
+  s->id = id.empty() ? "se-" + sys::random_base32(12) : std::move(id);
   s->command = std::move(command);
   s->tty = tty;
   s->process = std::move(process);
-  s->started_at = sys::now_ms();
+  s->started_at = started_at ? started_at : sys::now_ms();
   s->changed = std::make_unique<node::Notifier>(executor_);
   boxes_[box][s->id] = s;
   asio::co_spawn(executor_, pump(box, s->id), asio::detached);

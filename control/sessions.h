@@ -18,9 +18,10 @@ class Sessions {
  public:
   explicit Sessions(asio::any_io_executor executor) : executor_(std::move(executor)) {}
 
-  // Follows `process` as a new session of `box`; returns the session.
+  // Follows `process` as a session of `box` (a new one when `id` is ""); returns the session.
   nlohmann::json add(const std::string& box, std::shared_ptr<node::Process> process,
-                     std::vector<std::string> command, bool tty);
+                     std::vector<std::string> command, bool tty, std::string id = "",
+                     int64_t started_at = 0);
   nlohmann::json get(const std::string& box, const std::string& id) const;
   nlohmann::json list(const std::string& box, size_t limit, const std::string& cursor) const;
 
