@@ -175,6 +175,27 @@ class Pty:
             os.execve(argv[0], argv, env)
         self.out = b""
 
+    def close(self):
+        """Kills the program if it still runs (a test that failed half-way) and reaps it."""
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            # SIGTERM first: pitbox then removes its box.
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.time() + 10
+            while pid == 0 and time.time() < deadline:
+                time.sleep(0.05)
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
     def write(self, data):
         os.write(self.fd, data.encode() if isinstance(data, str) else data)
 

@@ -9,4 +9,6 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 export PITBOX_BIN="$build/bin/pitbox"
 cd "$here"
-exec python3 -m unittest discover -s "$here" -p 'test_*.py' -v
+python3 -m unittest discover -s "$here" -p 'test_*.py' -v
+# The Python SDK against a real daemon.
+python3 -m unittest discover -s "$here/../sdk/python/tests" -v
