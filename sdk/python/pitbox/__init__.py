@@ -1,0 +1,75 @@
+"""The Python SDK of pitbox, a self-hosted sandbox platform for AI agents.
+
+    from pitbox import Pitbox
+
+    pb = Pitbox()  # $PITBOX_API_URL and $PITBOX_API_KEY, or the local daemon's admin key
+    with pb.create(name="demo") as box:
+        print(box.exec("echo hello").stdout)
+"""
+
+from ._transport import __version__
+from .client import DEFAULT_URL, Keys, Pitbox
+from .errors import (
+    CommandError,
+    Conflict,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PitboxConnectionError,
+    PitboxError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from .files import Files
+from .models import (
+    AuditEntry,
+    CreatedKey,
+    ExecEvent,
+    ExecResult,
+    FileEntry,
+    FindMatch,
+    GrepMatch,
+    Health,
+    Key,
+    MatchList,
+    SessionLogs,
+    TarExtracted,
+)
+from .sandbox import Command, Sandbox, Session, Sessions
+
+__all__ = [
+    "__version__",
+    "DEFAULT_URL",
+    "Pitbox",
+    "Keys",
+    "Sandbox",
+    "Sessions",
+    "Session",
+    "Command",
+    "Files",
+    "ExecResult",
+    "ExecEvent",
+    "SessionLogs",
+    "FileEntry",
+    "FindMatch",
+    "GrepMatch",
+    "MatchList",
+    "TarExtracted",
+    "Key",
+    "CreatedKey",
+    "AuditEntry",
+    "Health",
+    "PitboxError",
+    "InvalidArgument",
+    "Unauthenticated",
+    "PermissionDenied",
+    "NotFound",
+    "Conflict",
+    "ResourceExhausted",
+    "Internal",
+    "Unavailable",
+    "PitboxConnectionError",
+    "CommandError",
+]

@@ -1,0 +1,259 @@
+"""Plain data returned by the SDK."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from .errors import CommandError
+
+__all__ = [
+    "ExecResult",
+    "ExecEvent",
+    "SessionLogs",
+    "FileEntry",
+    "FindMatch",
+    "GrepMatch",
+    "MatchList",
+    "TarExtracted",
+    "Key",
+    "CreatedKey",
+    "AuditEntry",
+    "Health",
+]
+
+T = TypeVar("T")
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass
+class ExecResult:
+    """The outcome of :meth:`Sandbox.exec`.
+
+    ``stdout`` and ``stderr`` are ``str``, or ``bytes`` when the output was not valid UTF-8 (the
+    API then sends both base64-encoded).
+    """
+
+    exit_code: int
+    stdout: str | bytes
+    stderr: str | bytes
+    duration_ms: int = 0
+    truncated: bool = False
+    timed_out: bool = False
+    signal: int | None = None
+    command: str = field(default="", repr=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any], command: str = "") -> ExecResult:
+        stdout: str | bytes = data.get("stdout", "")
+        stderr: str | bytes = data.get("stderr", "")
+        if data.get("encoding") == "base64":
+            stdout = base64.b64decode(data.get("stdout", ""))
+            stderr = base64.b64decode(data.get("stderr", ""))
+        return cls(exit_code=int(data["exit_code"]), stdout=stdout, stderr=stderr,
+                   duration_ms=int(data.get("duration_ms", 0)),
+                   truncated=bool(data.get("truncated", False)),
+                   timed_out=bool(data.get("timed_out", False)),
+                   signal=_optional_int(data.get("signal")), command=command)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited with status 0."""
+        return self.exit_code == 0
+
+    def check(self) -> ExecResult:
+        """Returns self when :attr:`ok`; raises :class:`CommandError` otherwise."""
+        if not self.ok:
+            raise CommandError(self, self.command)
+        return self
+
+
+@dataclass
+class ExecEvent:
+    """One event of :meth:`Sandbox.exec_stream`.
+
+    ``type`` is ``"stdout"`` or ``"stderr"`` (with ``data``: ``str``, or ``bytes`` when the
+    chunk was not valid UTF-8) or, last, ``"exit"`` (with ``exit_code``, ``signal``,
+    ``duration_ms`` and ``timed_out``).
+    """
+
+    type: Literal["stdout", "stderr", "exit"]
+    data: str | bytes = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    duration_ms: int | None = None
+    timed_out: bool = False
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> ExecEvent:
+        kind = data.get("type")
+        if kind == "exit":
+            return cls(type="exit", exit_code=int(data["exit_code"]),
+                       signal=_optional_int(data.get("signal")),
+                       duration_ms=_optional_int(data.get("duration_ms")),
+                       timed_out=bool(data.get("timed_out", False)))
+        if kind not in ("stdout", "stderr"):
+            raise ValueError("unknown exec event %r" % (data,))
+        chunk: str | bytes
+        if "data_base64" in data:
+            chunk = base64.b64decode(data["data_base64"])
+        else:
+            chunk = data.get("data", "")
+        return cls(type="stdout" if kind == "stdout" else "stderr", data=chunk)
+
+
+@dataclass
+class SessionLogs:
+    """Output of a session from some offset: ``data``, the offset to ask for next, and
+    whether the session has ended."""
+
+    data: bytes
+    next_offset: int
+    ended: bool
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+@dataclass
+class FileEntry:
+    """A file, directory, symlink or other entry in a sandbox."""
+
+    name: str
+    path: str
+    type: str
+    mode: int
+    size: int
+    mtime: str
+    uid: int
+    gid: int
+    target: str | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> FileEntry:
+        return cls(name=data.get("name", ""), path=data["path"], type=data.get("type", ""),
+                   mode=int(data.get("mode", 0)), size=int(data.get("size", 0)),
+                   mtime=data.get("mtime", ""), uid=int(data.get("uid", 0)),
+                   gid=int(data.get("gid", 0)), target=data.get("target"))
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "dir"
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == "file"
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.type == "symlink"
+
+
+@dataclass
+class FindMatch:
+    path: str
+    type: str
+    size: int
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> FindMatch:
+        return cls(path=data["path"], type=data.get("type", ""), size=int(data.get("size", 0)))
+
+
+@dataclass
+class GrepMatch:
+    path: str
+    line: int
+    text: str
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> GrepMatch:
+        return cls(path=data["path"], line=int(data["line"]), text=data.get("text", ""))
+
+
+class MatchList(list[T], Generic[T]):
+    """A list of matches; ``truncated`` is True when more matched than the limit."""
+
+    truncated: bool
+
+    def __init__(self, items: list[T], truncated: bool = False) -> None:
+        super().__init__(items)
+        self.truncated = truncated
+
+
+@dataclass
+class TarExtracted:
+    """What an uploaded tar archive put into the sandbox."""
+
+    path: str
+    files: int
+    dirs: int = 0
+    links: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> TarExtracted:
+        return cls(path=data["path"], files=int(data.get("files", 0)),
+                   dirs=int(data.get("dirs", 0)), links=int(data.get("links", 0)),
+                   skipped=int(data.get("skipped", 0)))
+
+
+@dataclass
+class Key:
+    """An API key (never the secret itself)."""
+
+    id: str
+    name: str
+    created_at: str
+    admin: bool = False
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Key:
+        return cls(id=data["id"], name=data.get("name", ""), created_at=data.get("created_at", ""),
+                   admin=bool(data.get("admin", False)))
+
+
+@dataclass
+class CreatedKey(Key):
+    """A key just made: ``key`` is the secret, shown this once."""
+
+    key: str = field(default="", repr=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> CreatedKey:
+        return cls(id=data["id"], name=data.get("name", ""), created_at=data.get("created_at", ""),
+                   admin=bool(data.get("admin", False)), key=data["key"])
+
+
+@dataclass
+class AuditEntry:
+    """One entry of the audit log."""
+
+    id: int
+    time: str
+    key_id: str | None
+    action: str
+    target: str | None
+    status: int
+    error: str | None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> AuditEntry:
+        return cls(id=int(data["id"]), time=data.get("time", ""), key_id=data.get("key_id"),
+                   action=data.get("action", ""), target=data.get("target") or None,
+                   status=int(data.get("status", 0)), error=data.get("error") or None)
+
+
+@dataclass
+class Health:
+    status: str
+    version: str
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Health:
+        return cls(status=data.get("status", ""), version=data.get("version", ""))
