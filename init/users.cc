@@ -5,7 +5,7 @@
 
 #include <charconv>
 #include <optional>
-#include <sstream>
+#include <string_view>
 
 #include "sys/error.h"
 #include "sys/fs.h"
@@ -13,13 +13,27 @@
 namespace pitbox::init {
 namespace {
 
-std::vector<std::string> split(const std::string& line, char sep) {
+// Fields between separators, empty ones included ("a::b" has three).
+std::vector<std::string> split(std::string_view line, char sep) {
   std::vector<std::string> out;
-  std::string field;
-  std::istringstream in(line);
-  while (std::getline(in, field, sep)) out.push_back(field);
-  if (!line.empty() && line.back() == sep) out.emplace_back();
-  return out;
+  for (;;) {
+    size_t end = line.find(sep);
+    out.emplace_back(line.substr(0, end));
+    if (end == std::string_view::npos) return out;
+    line.remove_prefix(end + 1);
+  }
+}
+
+// Calls f(line) for each line of text (no string streams: they would pull the C++ locale
+// machinery into init, and its start-up costs page faults in every box).
+template <typename F>
+void for_each_line(std::string_view text, F f) {
+  while (!text.empty()) {
+    size_t end = text.find('\n');
+    if (!f(text.substr(0, end))) return;
+    if (end == std::string_view::npos) return;
+    text.remove_prefix(end + 1);
+  }
 }
 
 std::optional<uint32_t> number(const std::string& s) {
@@ -51,17 +65,20 @@ struct PasswdEntry {
 
 std::optional<PasswdEntry> find_user(const std::string& passwd, const std::string& name,
                                      std::optional<uid_t> uid) {
-  std::istringstream in(passwd);
-  std::string line;
-  while (std::getline(in, line)) {
+  std::optional<PasswdEntry> found;
+  for_each_line(passwd, [&](std::string_view line) {
     auto f = split(line, ':');
-    if (f.size() < 7) continue;
+    if (f.size() < 7) return true;
     auto u = number(f[2]);
     auto g = number(f[3]);
-    if (!u || !g) continue;
-    if ((uid && *u == *uid) || (!uid && f[0] == name)) return PasswdEntry{f[0], *u, *g, f[5], f[6]};
-  }
-  return std::nullopt;
+    if (!u || !g) return true;
+    if ((uid && *u == *uid) || (!uid && f[0] == name)) {
+      found = PasswdEntry{f[0], *u, *g, f[5], f[6]};
+      return false;
+    }
+    return true;
+  });
+  return found;
 }
 
 }  // namespace
@@ -96,37 +113,34 @@ Identity resolve_identity(int rootfd, const std::string& spec) {
       id.gid = *g;
     } else {
       bool found = false;
-      std::istringstream in(groups);
-      std::string line;
-      while (std::getline(in, line)) {
+      for_each_line(groups, [&](std::string_view line) {
         auto f = split(line, ':');
         if (f.size() >= 3 && f[0] == group) {
           if (auto g2 = number(f[2])) {
             id.gid = *g2;
             found = true;
-            break;
           }
         }
-      }
+        return !found;
+      });
       if (!found) throw not_found("group \"" + group + "\" is not in the box's /etc/group");
     }
   }
   // Supplementary groups: every group that lists the user by name.
   if (!id.name.empty()) {
-    std::istringstream in(groups);
-    std::string line;
-    while (std::getline(in, line)) {
+    for_each_line(groups, [&](std::string_view line) {
       auto f = split(line, ':');
-      if (f.size() < 4) continue;
+      if (f.size() < 4) return true;
       auto g = number(f[2]);
-      if (!g || *g == id.gid) continue;
+      if (!g || *g == id.gid) return true;
       for (const auto& member : split(f[3], ',')) {
         if (member == id.name) {
           id.groups.push_back(*g);
           break;
         }
       }
-    }
+      return true;
+    });
   }
   return id;
 }

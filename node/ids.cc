@@ -39,6 +39,8 @@ IdLease::~IdLease() { release(); }
 
 namespace {
 
+constexpr size_t kOwnerRecord = 48;  // "pid start_time", blank-padded, newline
+
 // The owner written in a lease file, under its lock.
 ProcessRef read_owner(int fd) {
   char buf[64] = {};
@@ -49,12 +51,18 @@ ProcessRef read_owner(int fd) {
   return r;
 }
 
+// One fixed-size record, overwritten in place (truncating costs more than the write); blanks
+// mean free.
 bool write_owner(int fd, ProcessRef owner) {
-  char buf[64];
-  int n = owner.pid ? std::snprintf(buf, sizeof buf, "%d %llu\n", owner.pid,
-                                    static_cast<unsigned long long>(owner.start_time))
-                    : 0;
-  return ::ftruncate(fd, 0) == 0 && (n == 0 || ::pwrite(fd, buf, static_cast<size_t>(n), 0) == n);
+  char buf[kOwnerRecord + 1];
+  int n = 0;
+  if (owner.pid) {
+    n = std::snprintf(buf, sizeof buf, "%d %llu", owner.pid,
+                      static_cast<unsigned long long>(owner.start_time));
+  }
+  std::memset(buf + n, ' ', kOwnerRecord - n);
+  buf[kOwnerRecord - 1] = '\n';
+  return ::pwrite(fd, buf, kOwnerRecord, 0) == static_cast<ssize_t>(kOwnerRecord);
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 // host's /usr bound read-only with a fresh /etc; see docs/security.md for what it exposes).
 #pragma once
 
+#include <chrono>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -39,6 +42,9 @@ class ImageStore {
                            void (*fill)(const std::string& dir));
 
   std::string dir_;  // <state>/images/builtin
+  // Images checked against the host a moment ago: a burst of creates checks once.
+  std::mutex mu_;
+  std::map<std::string, std::pair<Image, std::chrono::steady_clock::time_point>> recent_;
 };
 
 // Whether an ELF file is statically linked (has no program interpreter).
