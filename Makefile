@@ -4,7 +4,7 @@ BUILD ?= out
 CMAKE_FLAGS ?=
 PITBOX_STATE ?= /var/lib/pitbox
 
-.PHONY: all deps build test unit integration serve bench format clean
+.PHONY: all deps build test unit integration serve bench api-docs format clean
 
 all: build
 
@@ -32,6 +32,9 @@ serve: build
 
 bench: build
 	bench/run.sh $(BUILD)
+
+api-docs:
+	scripts/api_docs.py
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -1,8 +1,8 @@
 """Benchmarks of pitbox against bubblewrap and runc, timed with hyperfine in the same run.
 
 Start-up: a one-shot box that runs /bin/true and is gone again, the same as `bwrap --unshare-all`
-and `runc run` do it. Results are reported as mean, median, p95 and ratios; docs/benchmarks.md
-keeps the figures of a reference run.
+and `runc run` do it. Then the daemon through its HTTP API (api_bench.py). Results are reported
+as mean, median, p95 and ratios; docs/benchmarks.md keeps the figures of a reference run.
 """
 
 import argparse
@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+import api_bench
 
 
 def hyperfine(commands, runs, warmup, env=None):
@@ -97,7 +99,7 @@ def main():
         r = s[name]
         lines.append("| %s | %.2f | %.2f | %.2f | %.2fx |" % (name, r["mean"], r["p50"], r["p95"],
                                                               r["mean"] / base))
-    report = "\n".join(lines) + "\n"
+    report = "\n".join(lines) + "\n\n" + api_bench.run(args.pitbox)
     with open(args.report, "w") as f:
         f.write(report)
     sys.stdout.write(report)

@@ -111,8 +111,13 @@ class ObservabilityTest(DaemonTestCase):
         self.assertEqual(h["status"], "ok")
         spec = self.ok("GET", "/v1/openapi.json")
         self.assertTrue(spec["openapi"].startswith("3."))
-        with open(os.path.join(os.path.dirname(__file__), "..", "api", "openapi.json")) as f:
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        with open(os.path.join(root, "api", "openapi.json")) as f:
             self.assertEqual(spec, json.load(f))
+        # docs/api.md carries the same document (make api-docs).
+        with open(os.path.join(root, "docs", "api.md")) as f:
+            doc = f.read()
+        self.assertEqual(json.loads(doc.rsplit("```json\n", 1)[1].split("\n```", 1)[0]), spec)
 
     def test_structured_logs(self):
         self.api("GET", "/v1/sandboxes/nope")
