@@ -61,7 +61,9 @@ int run_daemon(const DaemonOptions& options) {
       ~DetachOnExit() { node.detach_all(); }
     } detach_on_exit{node};
     control::Metrics metrics;
-    control::Sandboxes sandboxes(io.get_executor(), *store, node, metrics, {});
+    control::Sandboxes::Options sandbox_options;
+    sandbox_options.pool_size = options.pool_size;
+    control::Sandboxes sandboxes(io.get_executor(), *store, node, metrics, sandbox_options);
     Services services{sandboxes, keys, *store, metrics, options.state_dir + "/tmp"};
     Server server(io.get_executor(), services, {options.listen, options.log_requests});
     server.listen();
@@ -72,6 +74,7 @@ int run_daemon(const DaemonOptions& options) {
           co_await sandboxes.recover();
           sandboxes.start_timers();
           server.start();
+          sandboxes.start_pool();
           auto at = server.endpoint();
           sys::log(sys::LogLevel::info, "listening",
                    {{"address", at.address().to_string() + ":" + std::to_string(at.port())},
@@ -94,8 +97,7 @@ int run_daemon(const DaemonOptions& options) {
       sys::log(sys::LogLevel::info, "shutting down; the boxes keep running",
                {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
       server.stop();
-      sandboxes.shutdown();
-      io.stop();
+      asio::co_spawn(io, sandboxes.shutdown(), [&](std::exception_ptr) { io.stop(); });
     });
     io.run();
     return 0;

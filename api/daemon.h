@@ -10,6 +10,7 @@ struct DaemonOptions {
   std::string listen = "127.0.0.1:7070";
   std::string cgroup_parent = "pitbox";
   bool log_requests = true;
+  size_t pool_size = 4;  // warm boxes kept ready (control::Sandboxes::Options::pool_size)
 };
 
 // Serves until SIGTERM or SIGINT, then leaves the boxes running for the next start. Returns

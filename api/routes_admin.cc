@@ -30,22 +30,30 @@ std::string render_metrics(Services& s) {
   for (const auto& [state, n] : by_state) {
     out += "pitbox_sandboxes{state=\"" + state + "\"} " + std::to_string(n) + "\n";
   }
-  out += s.metrics.create_seconds.render(
-      "pitbox_sandbox_create_seconds", "Time from a create request to a sandbox ready to exec.");
+  out +=
+      "# HELP pitbox_pool_ready Started boxes kept ready for creates.\n"
+      "# TYPE pitbox_pool_ready gauge\npitbox_pool_ready " +
+      std::to_string(s.sandboxes.pool_ready()) + "\n";
+  out += s.metrics.create_seconds.render("pitbox_sandbox_create_seconds",
+                                         "Time from a create request to a sandbox ready to exec.");
   out += s.metrics.exec_seconds.render("pitbox_exec_seconds",
                                        "Time of one-shot execs, from request to exit.");
-  out += "# HELP pitbox_http_responses_total HTTP responses by status.\n"
-         "# TYPE pitbox_http_responses_total counter\n";
+  out +=
+      "# HELP pitbox_http_responses_total HTTP responses by status.\n"
+      "# TYPE pitbox_http_responses_total counter\n";
   for (const auto& [code, n] : s.metrics.http_responses) {
     out += "pitbox_http_responses_total{code=\"" + std::to_string(code) + "\"} " +
            std::to_string(n) + "\n";
   }
-  std::string cpu = "# HELP pitbox_sandbox_cpu_seconds_total CPU time used by a sandbox.\n"
-                    "# TYPE pitbox_sandbox_cpu_seconds_total counter\n";
-  std::string mem = "# HELP pitbox_sandbox_memory_bytes Memory a sandbox uses now.\n"
-                    "# TYPE pitbox_sandbox_memory_bytes gauge\n";
-  std::string pids = "# HELP pitbox_sandbox_pids Processes and threads in a sandbox.\n"
-                     "# TYPE pitbox_sandbox_pids gauge\n";
+  std::string cpu =
+      "# HELP pitbox_sandbox_cpu_seconds_total CPU time used by a sandbox.\n"
+      "# TYPE pitbox_sandbox_cpu_seconds_total counter\n";
+  std::string mem =
+      "# HELP pitbox_sandbox_memory_bytes Memory a sandbox uses now.\n"
+      "# TYPE pitbox_sandbox_memory_bytes gauge\n";
+  std::string pids =
+      "# HELP pitbox_sandbox_pids Processes and threads in a sandbox.\n"
+      "# TYPE pitbox_sandbox_pids gauge\n";
   for (const auto& sb : all) {
     if (sb.state != control::State::started) continue;
     sys::CgroupStats st;
@@ -54,8 +62,8 @@ std::string render_metrics(Services& s) {
     } catch (const std::exception&) {
       continue;
     }
-    std::string labels = "{id=\"" + sb.id + "\",name=\"" + control::prometheus_label(sb.spec.name) +
-                         "\"} ";
+    std::string labels =
+        "{id=\"" + sb.id + "\",name=\"" + control::prometheus_label(sb.spec.name) + "\"} ";
     char seconds[64];
     std::snprintf(seconds, sizeof seconds, "%.6f", static_cast<double>(st.cpu_usage_ns) / 1e9);
     cpu += "pitbox_sandbox_cpu_seconds_total" + labels + seconds + "\n";

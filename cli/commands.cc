@@ -294,6 +294,10 @@ class Commands final : public ClientCommands {
         ->envname("PITBOX_LISTEN")
         ->capture_default_str();
     serve_->add_flag("--quiet", quiet_, "Do not log every request");
+    serve_->add_option("--pool", pool_size_, "Started boxes of the default image kept ready")
+        ->envname("PITBOX_POOL")
+        ->check(CLI::Range(0, 1000))
+        ->capture_default_str();
 
     create_ = client_options(app.add_subcommand("create", "Create a sandbox and start it"));
     create_->add_option("--name", create_body_name_, "A unique name");
@@ -385,6 +389,7 @@ class Commands final : public ClientCommands {
         o.listen = listen_;
         o.cgroup_parent = global_.cgroup_parent;
         o.log_requests = !quiet_;
+        o.pool_size = pool_size_;
         return api::run_daemon(o);
       }
       client::Config config = client::config_from_env(global_.state_dir);
@@ -801,6 +806,7 @@ class Commands final : public ClientCommands {
   std::string url_, key_;
   std::string listen_ = "127.0.0.1:7070";
   bool quiet_ = false, json_ = false;
+  size_t pool_size_ = 4;
   std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
   std::vector<std::string> labels_, env_;
   std::optional<double> auto_stop_, auto_delete_, timeout_;

@@ -6,6 +6,7 @@
 
 #include "node/ids.h"
 #include "sys/error.h"
+#include "sys/log.h"
 #include "sys/text.h"
 
 namespace pitbox::control {
@@ -95,11 +96,20 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
         "this node has its maximum of " + std::to_string(options_.max_sandboxes) + " sandboxes");
   }
   auto started = std::chrono::steady_clock::now();
+  // A warm box from the pool when one fits: it only needs its name and limits.
+  std::optional<Sandbox> warm;
+  if (!pool_.empty() && poolable(spec)) {
+    warm = std::move(pool_.front());
+    pool_.pop_front();
+    last_take_ = std::chrono::steady_clock::now();
+    refill_pool();
+  }
   Sandbox s;
-  s.id = node::new_box_id();
+  s.id = warm ? warm->id : node::new_box_id();
   s.spec = spec;
   s.state = State::creating;
   s.created_at = s.last_activity_at = sys::now_ms();
+  if (warm) s.location = warm->location;
   // Recorded (and the name taken) before the first wait.
   boxes_[s.id] = s;
   if (!spec.name.empty()) names_[spec.name] = s.id;
@@ -108,7 +118,13 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   std::exception_ptr failed;
   json location;
   try {
-    location = co_await node_.create(config_for(s));
+    if (warm) {
+      node::BoxConfig config = config_for(s);
+      if (config.hostname != warm->id || config.limits.any()) co_await node_.reconfigure(config);
+      location = s.location;
+    } else {
+      location = co_await node_.create(config_for(s));
+    }
   } catch (...) {
     failed = std::current_exception();
   }
@@ -116,6 +132,13 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
     // A box that could not be made is not kept: nothing half-made stays.
     names_.erase(spec.name);
     boxes_.erase(id);
+    if (warm) {
+      // The limits were refused, say: the warm box goes too.
+      try {
+        co_await node_.destroy(id);
+      } catch (...) {
+      }
+    }
     store_.delete_sandbox(id);
     std::rethrow_exception(failed);
   }
@@ -126,6 +149,59 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   save(made);
   metrics_.create_seconds.observe(seconds_since(started));
   co_return made;
+}
+
+bool Sandboxes::poolable(const SandboxSpec& spec) {
+  SandboxSpec defaults;
+  return spec.image == defaults.image && spec.runtime == defaults.runtime && !spec.disk;
+}
+
+void Sandboxes::start_pool() { refill_pool(); }
+
+void Sandboxes::refill_pool() {
+  if (filling_ || stopping_ || pool_.size() >= options_.pool_size) return;
+  filling_ = true;
+  asio::co_spawn(executor_, fill_pool(), [this](std::exception_ptr e) {
+    filling_ = false;
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      sys::log(sys::LogLevel::warn, "could not make a pool box", {{"error", ex.what()}});
+    }
+  });
+}
+
+asio::awaitable<void> Sandboxes::fill_pool() {
+  asio::steady_timer quiet(executor_);
+  while (!stopping_ && pool_.size() < options_.pool_size &&
+         boxes_.size() + pool_.size() < options_.max_sandboxes) {
+    // Not while the box just taken is busy with its first commands: making a box takes both
+    // CPUs of a small machine for a few milliseconds.
+    auto since = std::chrono::steady_clock::now() - last_take_;
+    if (since < kPoolQuiet) {
+      quiet.expires_after(kPoolQuiet - since);
+      co_await quiet.async_wait(asio::use_awaitable);
+      continue;
+    }
+    Sandbox s;
+    s.id = node::new_box_id();
+    s.state = State::creating;
+    s.created_at = s.last_activity_at = sys::now_ms();
+    save(s);
+    std::exception_ptr failed;
+    try {
+      s.location = co_await node_.create(config_for(s));
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    if (failed) {
+      store_.delete_sandbox(s.id);
+      std::rethrow_exception(failed);  // no more tries until the next create
+    }
+    save(s);
+    pool_.push_back(std::move(s));
+  }
 }
 
 Sandboxes::Page Sandboxes::list(const std::vector<std::pair<std::string, std::string>>& labels,
@@ -423,9 +499,27 @@ void Sandboxes::start_timers() {
   asio::co_spawn(executor_, timers(), asio::detached);
 }
 
-void Sandboxes::shutdown() {
+asio::awaitable<void> Sandboxes::shutdown() {
   stopping_ = true;
   if (timer_) timer_->cancel();
+  // A pool box being made is waited for (a second at most), then every unused one removed.
+  asio::steady_timer wait(executor_);
+  for (int i = 0; i < 100 && filling_; ++i) {
+    wait.expires_after(std::chrono::milliseconds(10));
+    co_await wait.async_wait(asio::use_awaitable);
+  }
+  while (!pool_.empty()) {
+    std::string id = pool_.front().id;
+    pool_.pop_front();
+    try {
+      co_await node_.destroy(id);
+      store_.delete_sandbox(id);
+    } catch (const std::exception& e) {
+      // Left to the next start's recovery, which removes boxes caught "creating".
+      sys::log(sys::LogLevel::warn, "could not remove a pool box",
+               {{"id", id}, {"error", e.what()}});
+    }
+  }
   for (const auto& id : dirty_activity_) {
     if (auto it = boxes_.find(id); it != boxes_.end()) save(it->second);
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,6 +29,9 @@ class Sandboxes {
     std::chrono::milliseconds stop_grace{10000};
     std::chrono::milliseconds timer_interval{1000};
     size_t max_sandboxes = 5000;
+    // Started boxes of the default image kept ready: a create that fits takes one and only
+    // names and limits it. 0 turns the pool off.
+    size_t pool_size = 0;
   };
   Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node, Metrics& metrics,
             Options options);
@@ -37,8 +41,11 @@ class Sandboxes {
   asio::awaitable<void> recover();
   // The lifecycle timers (auto-stop, auto-delete, ephemeral).
   void start_timers();
-  // Stops the timers; boxes keep running.
-  void shutdown();
+  // Stops the timers and the pool; boxes keep running, but the pool's unused ones are removed.
+  asio::awaitable<void> shutdown();
+  // Starts making the pool's boxes (after recover()).
+  void start_pool();
+  size_t pool_ready() const { return pool_.size(); }
 
   asio::awaitable<Sandbox> create(const nlohmann::json& body);
   Sandbox get(const std::string& id_or_name) const;
@@ -75,6 +82,11 @@ class Sandboxes {
   asio::awaitable<void> do_stop(std::string id, std::string why);
   asio::awaitable<void> do_delete(std::string id, std::string why);
   asio::awaitable<void> timers();
+  // Makes pool boxes one at a time until the pool is full.
+  asio::awaitable<void> fill_pool();
+  void refill_pool();
+  // Whether a pool box can serve `spec` (the default image and runtime).
+  static bool poolable(const SandboxSpec& spec);
   void check_timers();
 
   asio::any_io_executor executor_;
@@ -88,6 +100,11 @@ class Sandboxes {
   std::set<std::string> dirty_activity_;      // touched since the last save
   std::unique_ptr<asio::steady_timer> timer_;
   bool stopping_ = false;
+  std::deque<Sandbox> pool_;  // started, nobody's yet; stored as "creating" so that a crash
+                              // leaves them to recovery, which removes them
+  bool filling_ = false;
+  std::chrono::steady_clock::time_point last_take_;
+  static constexpr std::chrono::milliseconds kPoolQuiet{50};
 };
 
 }  // namespace pitbox::control

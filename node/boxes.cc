@@ -35,12 +35,12 @@ bool older_than(const std::string& path, std::chrono::seconds age) {
          age;
 }
 
+}  // namespace
+
 std::string etc_hosts(const std::string& hostname) {
   return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname +
          "\n";
 }
-
-}  // namespace
 
 std::string default_run_dir(const std::string& state_dir) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a: stable, and enough to keep instances apart
@@ -101,6 +101,17 @@ BoxLocation LocalBox::location() const {
   if (box_) l.init = sys::ProcessRef::of(box_->init_pid());
   l.id_slot = lease_.slot();
   return l;
+}
+
+void LocalBox::reconfigure(const std::string& hostname, const sys::CgroupLimits& limits) {
+  if (!box_) throw Error(ErrorCode::conflict, "box " + id() + " does not run");
+  if (hostname != request_.hostname) box_->set_hostname(hostname);
+  request_.hostname = hostname;
+  if (limits.millicpus != request_.limits.millicpus ||
+      limits.memory_bytes != request_.limits.memory_bytes || limits.pids != request_.limits.pids) {
+    box_->set_limits(limits);
+  }
+  request_.limits = limits;
 }
 
 void LocalBox::start() {

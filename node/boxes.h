@@ -54,6 +54,9 @@ class LocalBox {
 
   // A fresh init on the box's files.
   void start();
+  // Gives a running box another hostname and limits, now and at its later starts (its
+  // /etc/hosts follows at the next start; etc_hosts() says what to write there now).
+  void reconfigure(const std::string& hostname, const sys::CgroupLimits& limits);
   // Waits up to `grace` for init to end (after being asked to shut down), then kills what is
   // left and removes the runtime's leftovers. The files stay.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
@@ -116,6 +119,9 @@ class Boxes {
   IdAllocator id_allocator_;
   std::unique_ptr<runtime::Runtime> runtime_;
 };
+
+// The /etc/hosts of a box called `hostname`.
+std::string etc_hosts(const std::string& hostname);
 
 // The default run directory of a state directory.
 std::string default_run_dir(const std::string& state_dir);

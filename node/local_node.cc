@@ -63,10 +63,10 @@ asio::awaitable<std::invoke_result_t<F>> LocalNode::blocking(F fn) {
               failed = std::current_exception();
             }
             auto ex = asio::get_associated_executor(handler);
-            asio::post(ex, [handler = std::move(handler), failed,
-                            result = std::move(result)]() mutable {
-              std::move(handler)(failed, std::move(result));
-            });
+            asio::post(
+                ex, [handler = std::move(handler), failed, result = std::move(result)]() mutable {
+                  std::move(handler)(failed, std::move(result));
+                });
           });
         },
         asio::use_awaitable, std::move(fn));
@@ -125,6 +125,25 @@ asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
     co_await connect(e);
   }
   co_return e.box->location().to_json();
+}
+
+asio::awaitable<void> LocalNode::reconfigure(const BoxConfig& config) {
+  auto it = entries_.find(config.id);
+  if (it == entries_.end() || !it->second.box->running() || !it->second.channel) {
+    throw Error(ErrorCode::conflict, "box " + config.id + " does not run");
+  }
+  LocalBox* box = it->second.box.get();
+  std::shared_ptr<Channel> channel = it->second.channel;
+  bool renamed = box->request().hostname != config.hostname;
+  BoxConfig wanted = config;
+  auto task = [box, wanted] { box->reconfigure(wanted.hostname, wanted.limits); };
+  co_await blocking(std::move(task));
+  if (renamed) {
+    std::string content = etc_hosts(config.hostname);
+    auto hosts = co_await channel->write_file("/etc/hosts", 0644u);
+    co_await hosts->write(content);
+    co_await hosts->finish();
+  }
 }
 
 asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::milliseconds grace) {

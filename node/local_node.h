@@ -19,6 +19,7 @@ class LocalNode final : public NodeClient {
   std::vector<std::string> images() override;
   asio::awaitable<nlohmann::json> create(const BoxConfig& config) override;
   asio::awaitable<nlohmann::json> start(const BoxConfig& config) override;
+  asio::awaitable<void> reconfigure(const BoxConfig& config) override;
   asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) override;
   asio::awaitable<void> destroy(const std::string& id) override;
   asio::awaitable<bool> recover(const BoxConfig& config, const nlohmann::json& location,

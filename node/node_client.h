@@ -31,6 +31,8 @@ class NodeClient {
   virtual asio::awaitable<nlohmann::json> create(const BoxConfig& config) = 0;
   // Starts a stopped box again on its files.
   virtual asio::awaitable<nlohmann::json> start(const BoxConfig& config) = 0;
+  // Gives a running box the hostname and limits of `config` (its /etc/hosts too).
+  virtual asio::awaitable<void> reconfigure(const BoxConfig& config) = 0;
   // Ends every process of the box (SIGTERM, SIGKILL after `grace`); the files stay.
   virtual asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) = 0;
   // Stops the box and removes everything it had. A box the node does not know is not an error.

@@ -76,6 +76,11 @@ class Box {
   // What init writes to its stderr (taken once).
   virtual sys::UniqueFd take_init_log() = 0;
   virtual sys::CgroupStats stats() const = 0;
+  // Changes a running box's hostname (its UTS namespace) and its limits. A limit the kernel
+  // refuses (say, memory below what the box uses) is an error and leaves the others as they
+  // were given; a box without a cgroup gets one only at its next start.
+  virtual void set_hostname(const std::string& hostname) = 0;
+  virtual void set_limits(const sys::CgroupLimits& limits) = 0;
   // Waits for init to exit (the box is dead then) and returns how it ended.
   virtual std::optional<sys::ExitStatus> wait(std::chrono::milliseconds timeout) = 0;
   // Kills every process of the box and removes what the runtime made for it. Idempotent;

@@ -5,6 +5,7 @@ talked to over HTTP, killed or restarted at will, and checked for leftovers afte
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -33,8 +34,13 @@ class Response:
 class Daemon:
     """One `pitbox serve` on the state directory of `env`."""
 
-    def __init__(self, env):
+    # Warm boxes the test daemons keep (pitbox serve --pool): small, but on, so that every
+    # test's creates go through the pool as a user's would.
+    POOL = 2
+
+    def __init__(self, env, pool=POOL):
         self.env = env
+        self.pool = pool
         self.proc = None
         self.port = None
         self.log_path = os.path.join(env.state, "daemon.log")  # stderr: the JSON log
@@ -45,7 +51,7 @@ class Daemon:
         out = open(self.out_path, "ab")
         self.log_offset = log.tell()
         self.proc = subprocess.Popen(
-            [PITBOX, "serve", "--listen", "127.0.0.1:0"], stdout=out,
+            [PITBOX, "serve", "--listen", "127.0.0.1:0", "--pool", str(self.pool)], stdout=out,
             stderr=log, stdin=subprocess.DEVNULL, env=self.env.env)
         log.close()
         out.close()
@@ -149,9 +155,29 @@ class DaemonTestCase(PitboxTestCase):
         for sb in r.json()["items"]:
             d = self.api("DELETE", "/v1/sandboxes/" + sb["id"])
             self.assertIn(d.status, (204, 404), d)
+        # What is left is the pool: once it is full again, exactly its boxes.
         boxes = os.path.join(self.env.state, "boxes")
-        self.assertEqual(os.listdir(boxes) if os.path.isdir(boxes) else [], [],
-                         "box directories left behind")
+        deadline = time.time() + 15
+        while True:
+            dirs = os.listdir(boxes) if os.path.isdir(boxes) else []
+            ready = self.pool_ready()
+            if len(dirs) == ready == self.daemon.pool or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual((len(dirs), ready), (self.daemon.pool, self.daemon.pool),
+                         "box directories left behind, or the pool not refilled: %s" % dirs)
+
+    def kept_boxes(self):
+        # The pool's boxes stay while the daemon runs (delete_all checked that they are all
+        # that is left); a stopped daemon leaves none.
+        if not self.daemon or not self.daemon.proc or self.daemon.proc.poll() is not None:
+            return set()
+        boxes = os.path.join(self.env.state, "boxes")
+        return set(os.listdir(boxes)) if os.path.isdir(boxes) else set()
+
+    def pool_ready(self):
+        text = self.api("GET", "/metrics").body.decode()
+        return int(re.search(r"^pitbox_pool_ready (\d+)$", text, re.M).group(1))
 
     def api(self, method, path, body=None, **kwargs):
         return self.daemon.request(method, path, body, **kwargs)

@@ -2,9 +2,11 @@
 
 import os
 import re
+import time
 import unittest
 
 from daemon import DaemonTestCase, q
+from pitbox_test import CGROUP_PARENT, box_processes
 
 
 class SandboxesTest(DaemonTestCase):
@@ -96,6 +98,68 @@ class SandboxesTest(DaemonTestCase):
         self.create(name="bb", image="busybox")
         r = self.exec("bb", "busybox", "echo", "tiny")
         self.assertEqual(r["stdout"], "tiny\n")
+
+
+class PoolTest(DaemonTestCase):
+    """Warm boxes: a create of the default image takes one, named and limited as asked."""
+
+    def full_pool(self):
+        """The ids of the pool's boxes, once it is full."""
+        deadline = time.time() + 15
+        boxes = os.path.join(self.env.state, "boxes")
+        while time.time() < deadline:
+            listed = {sb["id"] for sb in self.ok("GET", "/v1/sandboxes?limit=1000")["items"]}
+            ids = set(os.listdir(boxes)) - listed
+            if len(ids) == self.daemon.pool == self.pool_ready():
+                return ids
+            time.sleep(0.05)
+        self.fail("the pool did not fill")
+
+    def cgroup(self, box, controller, name):
+        with open("/sys/fs/cgroup/%s/%s/%s/%s" % (controller, CGROUP_PARENT, box, name)) as f:
+            return f.read().strip()
+
+    def test_create_takes_a_warm_box_and_the_pool_refills(self):
+        warm = self.full_pool()
+        sb = self.create()
+        self.assertIn(sb["id"], warm)
+        self.assertEqual(self.sh(sb["id"], "hostname")["stdout"], sb["id"] + "\n")
+        # Not listed while in the pool, and made again after a take (delete_all checks it too).
+        self.assertNotIn(sb["id"], self.full_pool())
+
+    def test_a_warm_box_gets_its_name_and_limits(self):
+        warm = self.full_pool()
+        sb = self.create(name="pooled", memory="128m", pids=40, cpus=0.5)
+        self.assertIn(sb["id"], warm)
+        r = self.sh("pooled", "hostname; grep pooled /etc/hosts")
+        self.assertEqual(r["stdout"], "pooled\n127.0.1.1\tpooled\n")
+        self.assertEqual(self.cgroup(sb["id"], "memory", "memory.limit_in_bytes"), str(128 << 20))
+        self.assertEqual(self.cgroup(sb["id"], "pids", "pids.max"), "40")
+        self.assertEqual(self.cgroup(sb["id"], "cpu", "cpu.cfs_quota_us"), "50000")
+        # Kept when the box starts again.
+        self.ok("POST", "/v1/sandboxes/pooled/stop")
+        self.ok("POST", "/v1/sandboxes/pooled/start")
+        self.assertEqual(self.sh("pooled", "hostname")["stdout"], "pooled\n")
+        self.assertEqual(self.cgroup(sb["id"], "pids", "pids.max"), "40")
+
+    def test_other_images_are_made_fresh(self):
+        warm = self.full_pool()
+        sb = self.create(image="busybox")
+        self.assertNotIn(sb["id"], warm)
+
+    def test_the_pool_goes_with_the_daemon(self):
+        warm = self.full_pool()
+        self.daemon.stop()
+        self.assertEqual(box_processes(), [])
+        self.assertEqual(os.listdir(os.path.join(self.env.state, "boxes")), [])
+        # After kill -9 the pool's boxes run on; the next start removes them.
+        self.daemon.start()
+        warm = self.full_pool()
+        self.daemon.kill9()
+        self.assertEqual(len(box_processes()), self.daemon.pool)
+        self.daemon.start()
+        self.assertFalse(warm & self.full_pool())
+        self.assertEqual(len(box_processes()), self.daemon.pool)
 
 
 class SandboxBadInputTest(DaemonTestCase):

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "proto/frame.h"
 #include "runtime/container/caps.h"
@@ -146,6 +147,30 @@ class ContainerBox final : public Box {
   }
   std::optional<sys::ExitStatus> wait(std::chrono::milliseconds timeout) override {
     return init_.wait(timeout);
+  }
+
+  void set_hostname(const std::string& hostname) override {
+    if (!init_.valid()) throw Error(ErrorCode::conflict, "box " + id_ + " does not run");
+    // setns changes only the calling thread's UTS namespace: a thread of its own does it.
+    int error = 0;
+    std::thread([&] {
+      if (::setns(init_.fd(), CLONE_NEWUTS) != 0 ||
+          ::sethostname(hostname.data(), hostname.size()) != 0) {
+        error = errno;
+      }
+    }).join();
+    if (error) {
+      errno = error;
+      throw_errno("setting the hostname of box " + id_);
+    }
+  }
+
+  void set_limits(const sys::CgroupLimits& limits) override {
+    if (!cgroup_) {
+      throw Error(ErrorCode::unavailable,
+                  "box " + id_ + " has no cgroup to limit until it starts again");
+    }
+    cgroup_->set_limits(limits);
   }
 
   void destroy() override {
