@@ -15,9 +15,9 @@ std::string required_path(const Request& r, const std::string& name) {
     throw invalid_argument("query parameter \"" + name + "\" is required", {{"field", name}});
   }
   if (path[0] != '/') {
-    throw invalid_argument("query parameter \"" + name + "\" must be an absolute path, not \"" +
-                               path + "\"",
-                           {{"field", name}});
+    throw invalid_argument(
+        "query parameter \"" + name + "\" must be an absolute path, not \"" + path + "\"",
+        {{"field", name}});
   }
   if (path.find('\0') != std::string::npos) {
     throw invalid_argument("query parameter \"" + name + "\" must not contain NUL bytes",

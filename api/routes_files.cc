@@ -186,12 +186,13 @@ class FileRoutes {
                     {"max_depth", r.query_int("max_depth", 64, 0, 256)}};
     if (std::string name = r.query_value("name"); !name.empty()) request["name"] = name;
     if (std::string type = r.query_value("type"); !type.empty()) {
-      static const std::set<std::string> kTypes = {"file", "dir",  "symlink", "fifo",
+      static const std::set<std::string> kTypes = {"file",   "dir",  "symlink", "fifo",
                                                    "socket", "char", "block"};
       if (!kTypes.count(type)) {
-        throw invalid_argument("query parameter \"type\" must be one of file, dir, symlink, fifo, "
-                               "socket, char, block",
-                               {{"field", "type"}});
+        throw invalid_argument(
+            "query parameter \"type\" must be one of file, dir, symlink, fifo, "
+            "socket, char, block",
+            {{"field", "type"}});
       }
       request["type"] = type;
     }
@@ -249,10 +250,10 @@ class FileRoutes {
     if (::lseek(tmp.get(), 0, SEEK_SET) != 0) throw_errno("rewinding the upload");
     control::TarResult result = co_await control::extract_tar(ch, path, tmp.get());
     json answer = {{"path", path},
-                        {"files", result.files},
-                        {"dirs", result.dirs},
-                        {"links", result.links},
-                        {"skipped", result.skipped}};
+                   {"files", result.files},
+                   {"dirs", result.dirs},
+                   {"links", result.links},
+                   {"skipped", result.skipped}};
     co_await send_json(r, 200, answer);
   }
 

@@ -58,7 +58,8 @@ void Server::listen() {
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     acceptor_.close();
-    throw Error(ErrorCode::unavailable, "cannot listen on " + options_.listen + ": " + ec.message());
+    throw Error(ErrorCode::unavailable,
+                "cannot listen on " + options_.listen + ": " + ec.message());
   }
 }
 
@@ -137,11 +138,11 @@ void Server::authenticate(Request& r, Access access) {
   if (value.size() <= kBearer.size() ||
       !beast::iequals(beast::string_view(value.data(), kBearer.size()),
                       beast::string_view(kBearer.data(), kBearer.size()))) {
-    throw Error(ErrorCode::unauthenticated,
-                "the Authorization header must be \"Bearer <key>\"");
+    throw Error(ErrorCode::unauthenticated, "the Authorization header must be \"Bearer <key>\"");
   }
   auto key = services_.keys.authenticate(std::string(value.substr(kBearer.size())));
-  if (!key) throw Error(ErrorCode::unauthenticated, "the API key is not valid (unknown or revoked)");
+  if (!key)
+    throw Error(ErrorCode::unauthenticated, "the API key is not valid (unknown or revoked)");
   r.key = key;
   if (access == Access::admin && !key->admin) {
     throw Error(ErrorCode::permission_denied, "only the admin key may call " + r.route);
@@ -154,8 +155,7 @@ asio::awaitable<void> Server::handle(Request& r) {
   std::optional<Error> failure;
   bool peer_gone = false;
   try {
-    parse_target(std::string_view(r.head.target().data(), r.head.target().size()), r.path,
-                 r.query);
+    parse_target(std::string_view(r.head.target().data(), r.head.target().size()), r.path, r.query);
     route = &router_.match(r.method(), r.path, r.params);
     r.route = route->pattern;
     if (route->access != Access::open) authenticate(r, route->access);

@@ -51,8 +51,9 @@ asio::awaitable<void> pump_input(Socket& ws, std::shared_ptr<node::Process> proc
 
 asio::awaitable<void> terminal(Services& s, Request& r) {
   if (!websocket::is_upgrade(r.head)) {
-    throw invalid_argument("this route is a WebSocket: send \"Connection: Upgrade\" and "
-                           "\"Upgrade: websocket\"");
+    throw invalid_argument(
+        "this route is a WebSocket: send \"Connection: Upgrade\" and "
+        "\"Upgrade: websocket\"");
   }
   uint16_t rows = dimension(r, "rows", 24), cols = dimension(r, "cols", 80);
   std::vector<std::string> argv;

@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <boost/asio/redirect_error.hpp>
-#include <limits>
 #include <boost/beast/websocket.hpp>
 #include <cstdlib>
+#include <limits>
 
 #include "sys/fs.h"
 
@@ -134,8 +134,8 @@ json Client::call(http::verb method, const std::string& target, const std::optio
       stream_.reset();
       // A kept-alive connection the daemon closed meanwhile: once more on a new one.
       if (reused && attempt == 0) continue;
-      throw Error(ErrorCode::unavailable, "talking to the daemon at " + config_.url + ": " +
-                                              ec.message());
+      throw Error(ErrorCode::unavailable,
+                  "talking to the daemon at " + config_.url + ": " + ec.message());
     }
     auto res = parser.release();
     if (!res.keep_alive()) stream_.reset();
@@ -163,8 +163,8 @@ http::fields Client::stream(http::verb method, const std::string& target,
   if (!ec) http::read_header(*stream_, buffer_, parser, ec);
   if (ec) {
     stream_.reset();
-    throw Error(ErrorCode::unavailable, "talking to the daemon at " + config_.url + ": " +
-                                            ec.message());
+    throw Error(ErrorCode::unavailable,
+                "talking to the daemon at " + config_.url + ": " + ec.message());
   }
   int status = parser.get().result_int();
   http::fields headers = parser.get().base();

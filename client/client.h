@@ -60,8 +60,7 @@ class Client {
 
   // A call whose answer is read as it comes: `on_data` gets each piece. Returns the answer's
   // headers. Throws ApiError for error answers.
-  http::fields stream(http::verb method, const std::string& target,
-                      const std::optional<json>& body,
+  http::fields stream(http::verb method, const std::string& target, const std::optional<json>& body,
                       const std::function<void(std::string_view)>& on_data);
 
   // Uploads what `source` gives (it fills the buffer, returns 0 at the end); the JSON answer.

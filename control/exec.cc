@@ -128,8 +128,8 @@ json ExecResult::to_json() const {
   return j;
 }
 
-ExecWatch::ExecWatch(const asio::any_io_executor& executor,
-                     std::shared_ptr<node::Process> process, const ExecRequest& request) {
+ExecWatch::ExecWatch(const asio::any_io_executor& executor, std::shared_ptr<node::Process> process,
+                     const ExecRequest& request) {
   if (request.timeout_ms) {
     timer_ = std::make_shared<asio::steady_timer>(executor);
     timer_->expires_after(std::chrono::milliseconds(*request.timeout_ms));

@@ -79,8 +79,8 @@ std::string tar_header(const TarEntry& e) {
     out += pax;
     out += tar_padding(pax.size());
   }
-  out += block(name.data(), name.size(), e.mode, e.uid, e.gid,
-               size > 077777777777ull ? 0 : size, e.mtime, type, e.link);
+  out += block(name.data(), name.size(), e.mode, e.uid, e.gid, size > 077777777777ull ? 0 : size,
+               e.mtime, type, e.link);
   return out;
 }
 

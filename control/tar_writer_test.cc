@@ -46,8 +46,8 @@ TEST(TarWriter, FilesDirectoriesAndLinksReadBack) {
   std::string tar;
   tar += tar_header({TarEntry::Type::dir, "src", 0750, 0, 0, 1700000000});
   std::string content = "hello, tar\n";
-  tar += tar_header({TarEntry::Type::file, "src/a.txt", 0640, 1000, 1000, 1700000001,
-                     content.size()});
+  tar +=
+      tar_header({TarEntry::Type::file, "src/a.txt", 0640, 1000, 1000, 1700000001, content.size()});
   tar += content + tar_padding(content.size());
   tar += tar_header({TarEntry::Type::symlink, "src/link", 0777, 0, 0, 0, 0, "a.txt"});
   tar += tar_end();

@@ -8,6 +8,7 @@ namespace pitbox::sys {
 
 enum class LogLevel { debug, info, warn, error };
 
-void log(LogLevel level, std::string_view message, nlohmann::json fields = nlohmann::json::object());
+void log(LogLevel level, std::string_view message,
+         nlohmann::json fields = nlohmann::json::object());
 
 }  // namespace pitbox::sys
