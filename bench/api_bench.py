@@ -122,27 +122,23 @@ def run(pitbox, rounds=200, execs=2000, creates=600, idle=1000):
         sb = api.call("POST", "/v1/sandboxes", {})
         api.call("DELETE", "/v1/sandboxes/" + sb["id"])
 
-        # Create to first exec, one after another.
-        first = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            sb = api.call("POST", "/v1/sandboxes", {"image": "host"})
-            r = api.call("POST", "/v1/sandboxes/%s/exec" % sb["id"], {"cmd": ["true"]})
-            first.append(time.perf_counter() - t0)
-            assert r["exit_code"] == 0
-            api.call("DELETE", "/v1/sandboxes/" + sb["id"])
+        def create_to_first_exec(count, pause):
+            times = []
+            for _ in range(count):
+                time.sleep(pause)
+                t0 = time.perf_counter()
+                sb = api.call("POST", "/v1/sandboxes", {"image": "host"})
+                r = api.call("POST", "/v1/sandboxes/%s/exec" % sb["id"], {"cmd": ["true"]})
+                times.append(time.perf_counter() - t0)
+                assert r["exit_code"] == 0
+                api.call("DELETE", "/v1/sandboxes/" + sb["id"])
+            return times
 
-        # The same with a pause between rounds, as an agent's creates come: the pool of warm
-        # boxes (pitbox serve --pool, 4 by default) is full again for each.
-        first_warm = []
-        for _ in range(rounds // 2):
-            time.sleep(0.15)
-            t0 = time.perf_counter()
-            sb = api.call("POST", "/v1/sandboxes", {"image": "host"})
-            r = api.call("POST", "/v1/sandboxes/%s/exec" % sb["id"], {"cmd": ["true"]})
-            first_warm.append(time.perf_counter() - t0)
-            assert r["exit_code"] == 0
-            api.call("DELETE", "/v1/sandboxes/" + sb["id"])
+        # Create to first exec, one after another; then with a pause between rounds, as an
+        # agent's creates come: the pool of warm boxes (pitbox serve --pool, 4 by default) is
+        # full again for each.
+        first = create_to_first_exec(rounds, 0)
+        first_warm = create_to_first_exec(rounds // 2, 0.15)
 
         # Exec round trips on one box over one keep-alive connection; a call that reaches the
         # box's init without starting a process (stat); and, for scale, /bin/true started on the
