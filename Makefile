@@ -26,9 +26,10 @@ integration: build
 test: unit integration
 
 # The daemon on 127.0.0.1:7070 (PITBOX_LISTEN), state in $(PITBOX_STATE). Ctrl-C stops it;
-# the boxes keep running and the next start finds them again.
+# the boxes keep running and the next start finds them again. The Debian base image is built in
+# the background on the first start (about a minute); it is the default image once built.
 serve: build
-	$(BUILD)/bin/pitbox --state $(PITBOX_STATE) serve
+	$(BUILD)/bin/pitbox --state $(PITBOX_STATE) serve --build-base
 
 bench: build
 	bench/run.sh $(BUILD)

@@ -63,8 +63,28 @@ int run_daemon(const DaemonOptions& options) {
     control::Metrics metrics;
     control::Sandboxes::Options sandbox_options;
     sandbox_options.pool_size = options.pool_size;
+    // Set once the images service exists (below); only called after that.
+    std::function<std::string()> default_image;
+    sandbox_options.default_image = [&default_image] { return default_image(); };
+    sandbox_options.resolve_image = [&node](const std::string& ref) {
+      return node.images().resolve(ref);
+    };
+    sandbox_options.image_defaults = [&node](control::SandboxSpec& spec) {
+      storage::ImageConfig c = node.images().get(spec.image_id).config;
+      spec.image_env = c.env;
+      spec.image_workdir = c.workdir == "/" ? "" : c.workdir;
+      spec.image_user = c.user;
+    };
     control::Sandboxes sandboxes(io.get_executor(), *store, node, metrics, sandbox_options);
-    Services services{sandboxes, keys, *store, metrics, options.state_dir + "/tmp"};
+    control::Images::Options image_options;
+    image_options.state_dir = options.state_dir;
+    image_options.default_image = options.default_image;
+    if (const char* mirror = std::getenv("PITBOX_DEBIAN_MIRROR"))
+      image_options.debian_mirror = mirror;
+    control::Images images(io.get_executor(), node, sandboxes, image_options);
+    default_image = [&images] { return images.default_image(); };
+    if (!options.default_image.empty()) node.images().resolve(options.default_image);
+    Services services{sandboxes, keys, *store, metrics, options.state_dir + "/tmp", images};
     Server server(io.get_executor(), services, {options.listen, options.log_requests});
     server.listen();
 
@@ -75,6 +95,7 @@ int run_daemon(const DaemonOptions& options) {
           sandboxes.start_timers();
           server.start();
           sandboxes.start_pool();
+          if (options.build_base) images.ensure_base_in_background();
           auto at = server.endpoint();
           sys::log(sys::LogLevel::info, "listening",
                    {{"address", at.address().to_string() + ":" + std::to_string(at.port())},

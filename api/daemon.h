@@ -10,7 +10,9 @@ struct DaemonOptions {
   std::string listen = "127.0.0.1:7070";
   std::string cgroup_parent = "pitbox";
   bool log_requests = true;
-  size_t pool_size = 4;  // warm boxes kept ready (control::Sandboxes::Options::pool_size)
+  size_t pool_size = 4;       // warm boxes kept ready (control::Sandboxes::Options::pool_size)
+  std::string default_image;  // "" = the Debian base once built, else "host"
+  bool build_base = false;    // build the Debian base image in the background if missing
 };
 
 // Serves until SIGTERM or SIGINT, then leaves the boxes running for the next start. Returns

@@ -11,7 +11,10 @@ namespace {
 
 class NoNode final : public node::NodeClient {
  public:
-  std::vector<std::string> images() override { return {}; }
+  storage::ImageStore& images() override { throw internal_error("no images here"); }
+  asio::awaitable<storage::LayerDesc> commit(const std::string&) override {
+    co_return storage::LayerDesc{};
+  }
   asio::awaitable<json> create(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<json> start(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<void> reconfigure(const node::BoxConfig&) override { co_return; }
@@ -48,7 +51,8 @@ TEST(OpenApi, SpecListsExactlyTheServersRoutes) {
   control::Metrics metrics;
   NoNode node;
   control::Sandboxes sandboxes(io.get_executor(), *store, node, metrics, {});
-  Server server(io.get_executor(), {sandboxes, keys, *store, metrics, "/tmp"}, {});
+  control::Images images(io.get_executor(), node, sandboxes, {.state_dir = dir});
+  Server server(io.get_executor(), {sandboxes, keys, *store, metrics, "/tmp", images}, {});
   std::set<std::string> served;
   for (const auto& route : server.router().routes()) {
     served.insert(std::string(http::to_string(route.method)) + " " + route.pattern);

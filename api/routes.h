@@ -10,6 +10,7 @@ void add_sandbox_routes(Router& router, Services& services);
 void add_file_routes(Router& router, Services& services);
 void add_terminal_route(Router& router, Services& services);
 void add_admin_routes(Router& router, Services& services);
+void add_image_routes(Router& router, Services& services);
 
 // The spec of this API (api/openapi.json, built in).
 std::string_view openapi_json();

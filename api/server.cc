@@ -44,6 +44,7 @@ Server::Server(asio::any_io_executor executor, Services services, Options option
       options_(std::move(options)),
       acceptor_(executor) {
   add_admin_routes(router_, services_);
+  add_image_routes(router_, services_);
   add_sandbox_routes(router_, services_);
   add_file_routes(router_, services_);
   add_terminal_route(router_, services_);
@@ -155,8 +156,10 @@ asio::awaitable<void> Server::handle(Request& r) {
   std::optional<Error> failure;
   bool peer_gone = false;
   try {
-    parse_target(std::string_view(r.head.target().data(), r.head.target().size()), r.path, r.query);
-    route = &router_.match(r.method(), r.path, r.params);
+    std::string_view target(r.head.target().data(), r.head.target().size());
+    parse_target(target, r.path, r.query);
+    // Matched before decoding: an escaped "/" (%2F) stays inside its parameter ("org/app:1").
+    route = &router_.match(r.method(), std::string(target.substr(0, target.find('?'))), r.params);
     r.route = route->pattern;
     if (route->access != Access::open) authenticate(r, route->access);
     co_await route->handler(r);

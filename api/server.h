@@ -7,6 +7,7 @@
 #include <string>
 
 #include "api/router.h"
+#include "control/images.h"
 #include "control/keys.h"
 #include "control/metrics.h"
 #include "control/sandboxes.h"
@@ -21,6 +22,7 @@ struct Services {
   control::Store& store;
   control::Metrics& metrics;
   std::string tmp_dir;  // for uploads that must be buffered (tar)
+  control::Images& images;
 };
 
 class Server {

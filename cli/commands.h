@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/run.h"
+#include "client/client.h"
 
 namespace pitbox::cli {
 
@@ -22,6 +23,14 @@ class ClientCommands {
 
 // Adds the commands to `app`; the object holds their options and must outlive the parse.
 std::unique_ptr<ClientCommands> add_client_commands(CLI::App& app, GlobalOptions& global);
+
+// The image commands (pitbox image ...).
+std::unique_ptr<ClientCommands> add_image_commands(CLI::App& app, GlobalOptions& global);
+
+// The API's address and key: --url/--key, else PITBOX_API_URL/PITBOX_API_KEY, else the local
+// daemon and its admin key. unauthenticated when there is no key.
+client::Config client_config(const GlobalOptions& global, const std::string& url,
+                             const std::string& key);
 
 // Exit code of client commands when pitbox itself failed (exec and shell use 125, as run does).
 constexpr int kExitClientError = 1;

@@ -26,7 +26,10 @@ int main(int argc, char** argv) {
   RunOptions run;
   CLI::App* run_cmd = app.add_subcommand(
       "run", "Run a command in a new box, with stdio attached; the box is gone when it ends");
-  run_cmd->add_option("--image", run.image, "Image: busybox or host")->capture_default_str();
+  run_cmd
+      ->add_option("--image", run.image,
+                   "Image: busybox, host or one of the store (by name, tag or id)")
+      ->capture_default_str();
   run_cmd->add_option("--cpus", run.cpus, "CPU limit, e.g. 0.5 or 2");
   run_cmd->add_option("--memory,-m", run.memory, "Memory limit, e.g. 512m or 2g (no swap)");
   run_cmd->add_option("--pids", run.pids, "Most processes and threads at once");
@@ -41,6 +44,7 @@ int main(int argc, char** argv) {
   run_cmd->allow_extras();
 
   auto client_commands = pitbox::cli::add_client_commands(app, global);
+  auto image_commands = pitbox::cli::add_image_commands(app, global);
 
   // "pitbox run [OPTIONS] -- COMMAND...": everything after the first "--" is the command, even
   // words that look like options. CLI11 only sees what comes before it.
@@ -71,5 +75,6 @@ int main(int argc, char** argv) {
     return pitbox::cli::run_command(global, run);
   }
   if (client_commands->chosen()) return client_commands->run(after_dashes);
+  if (image_commands->chosen()) return image_commands->run(after_dashes);
   return 0;
 }

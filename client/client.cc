@@ -173,7 +173,7 @@ http::fields Client::stream(http::verb method, const std::string& target,
   while (!parser.is_done()) {
     parser.get().body().data = buf.data();
     parser.get().body().size = buf.size();
-    http::read(*stream_, buffer_, parser, ec);
+    http::read_some(*stream_, buffer_, parser, ec);  // each piece as it comes (logs)
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
       stream_.reset();

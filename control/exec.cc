@@ -96,12 +96,22 @@ ExecRequest parse_exec(const json& body, bool allow_tty) {
 proto::SpawnRequest spawn_request(const ExecRequest& request, const Sandbox& sandbox) {
   proto::SpawnRequest s;
   s.argv = request.argv;
-  std::map<std::string, std::string> env = sandbox.spec.env;
+  // The image's env, under the sandbox's, under the request's.
+  std::map<std::string, std::string> env;
+  for (const auto& e : sandbox.spec.image_env) {
+    size_t eq = e.find('=');
+    if (eq != std::string::npos) env[e.substr(0, eq)] = e.substr(eq + 1);
+  }
+  for (const auto& [k, v] : sandbox.spec.env) env[k] = v;
   for (const auto& [k, v] : request.env) env[k] = v;
   for (const auto& [k, v] : env) s.env.push_back(k + "=" + v);
-  s.cwd = !request.cwd.empty() ? request.cwd : sandbox.spec.workdir;
-  s.create_cwd = request.cwd.empty() && !sandbox.spec.workdir.empty();
-  s.user = !request.user.empty() ? request.user : sandbox.spec.user;
+  const std::string& workdir =
+      !sandbox.spec.workdir.empty() ? sandbox.spec.workdir : sandbox.spec.image_workdir;
+  s.cwd = !request.cwd.empty() ? request.cwd : workdir;
+  s.create_cwd = request.cwd.empty() && !workdir.empty();
+  s.user = !request.user.empty()        ? request.user
+           : !sandbox.spec.user.empty() ? sandbox.spec.user
+                                        : sandbox.spec.image_user;
   s.tty = request.tty;
   s.stdin = request.stdin_data.has_value() || request.tty;
   return s;

@@ -5,7 +5,7 @@
 
 #include <set>
 
-#include "control/tar_writer.h"
+#include "storage/tar_writer.h"
 #include "sys/random.h"
 #include "sys/text.h"
 
@@ -162,22 +162,22 @@ asio::awaitable<void> write_tar(std::shared_ptr<node::Channel> channel, std::str
   auto add = [&](const std::string& box_path, const std::string& name,
                  const json& en) -> asio::awaitable<void> {
     std::string type = en.value("type", "");
-    TarEntry e;
+    storage::TarEntry e;
     e.name = name;
     e.mode = en.value("mode", 0644u);
     e.uid = en.value("uid", 0u);
     e.gid = en.value("gid", 0u);
     e.mtime = en.value("mtime_ns", int64_t{0}) / 1000000000;
     if (type == "dir") {
-      e.type = TarEntry::Type::dir;
+      e.type = storage::TarEntry::Type::dir;
     } else if (type == "symlink") {
-      e.type = TarEntry::Type::symlink;
+      e.type = storage::TarEntry::Type::symlink;
       e.link = en.value("target", "");
     } else if (type != "file") {
       co_return;  // fifos, sockets and devices are not archived
     }
     if (type != "file") {
-      pending += tar_header(e);
+      pending += storage::tar_header(e);
       co_return;
     }
     std::shared_ptr<node::FileReader> reader;
@@ -188,7 +188,7 @@ asio::awaitable<void> write_tar(std::shared_ptr<node::Channel> channel, std::str
     }
     if (!reader) co_return;  // gone since it was listed
     e.size = reader->info().size;
-    pending += tar_header(e);
+    pending += storage::tar_header(e);
     uint64_t done = 0;
     // The file may change while it is read: exactly `size` bytes go into the archive.
     while (auto chunk = co_await reader->next()) {
@@ -203,7 +203,7 @@ asio::awaitable<void> write_tar(std::shared_ptr<node::Channel> channel, std::str
       done += n;
       if (pending.size() >= (256u << 10)) co_await flush();
     }
-    pending += tar_padding(e.size);
+    pending += storage::tar_padding(e.size);
   };
 
   if (top.value("type", "") != "dir") {
@@ -241,7 +241,7 @@ asio::awaitable<void> write_tar(std::shared_ptr<node::Channel> channel, std::str
       dirs.insert(dirs.end(), subdirs.rbegin(), subdirs.rend());
     }
   }
-  pending += tar_end();
+  pending += storage::tar_end();
   co_await flush();
 }
 

@@ -170,15 +170,12 @@ SandboxSpec parse_create(const json& body, const Capabilities& caps) {
                 "user", "runtime", "auto_stop_minutes", "auto_delete_minutes", "ephemeral"},
                "the request");
   SandboxSpec s;
+  s.image = caps.default_image;
   if (std::string image = string_field(body, "image"); !image.empty()) s.image = image;
-  bool known_image = false;
-  for (const auto& i : caps.images) known_image = known_image || i == s.image;
-  if (!known_image) {
-    std::string list;
-    for (const auto& i : caps.images) list += (list.empty() ? "" : ", ") + i;
-    throw Error(ErrorCode::not_found,
-                "image \"" + s.image + "\" not found (available: " + list + ")",
-                {{"field", "image"}});
+  try {
+    s.image_id = caps.resolve_image ? caps.resolve_image(s.image) : s.image;
+  } catch (const Error& e) {
+    throw Error(e.code(), e.message(), {{"field", "image"}});
   }
   if (std::string runtime = string_field(body, "runtime"); !runtime.empty()) s.runtime = runtime;
   bool known_runtime = false;
@@ -241,6 +238,7 @@ json Sandbox::to_api() const {
       {"name", spec.name.empty() ? json(nullptr) : json(spec.name)},
       {"labels", spec.labels},
       {"image", spec.image},
+      {"image_id", spec.image_id.empty() ? spec.image : spec.image_id},
       {"runtime", spec.runtime},
       {"state", to_string(state)},
       {"error", error ? error->to_json() : json(nullptr)},
@@ -263,6 +261,7 @@ json Sandbox::to_api() const {
 
 json Sandbox::to_doc() const {
   json spec_doc = {{"image", spec.image},
+                   {"image_id", spec.image_id},
                    {"runtime", spec.runtime},
                    {"name", spec.name},
                    {"labels", spec.labels},
@@ -275,7 +274,10 @@ json Sandbox::to_doc() const {
                    {"user", spec.user},
                    {"auto_stop_minutes", or_null(spec.auto_stop_minutes)},
                    {"auto_delete_minutes", or_null(spec.auto_delete_minutes)},
-                   {"ephemeral", spec.ephemeral}};
+                   {"ephemeral", spec.ephemeral},
+                   {"image_env", spec.image_env},
+                   {"image_workdir", spec.image_workdir},
+                   {"image_user", spec.image_user}};
   return {{"spec", spec_doc},
           {"state", to_string(state)},
           {"error", error ? error->to_json() : json(nullptr)},
@@ -298,6 +300,10 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
     return sp.contains(k) && !sp[k].is_null() ? std::optional(sp[k].get<double>()) : std::nullopt;
   };
   s.spec.image = sp.value("image", "host");
+  s.spec.image_id = sp.value("image_id", "");
+  s.spec.image_env = sp.value("image_env", std::vector<std::string>{});
+  s.spec.image_workdir = sp.value("image_workdir", "");
+  s.spec.image_user = sp.value("image_user", "");
   s.spec.runtime = sp.value("runtime", "container");
   s.spec.name = sp.value("name", "");
   s.spec.labels = sp.value("labels", std::map<std::string, std::string>{});

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -20,7 +21,8 @@ std::string_view to_string(State s);
 std::optional<State> state_from_string(std::string_view s);
 
 struct SandboxSpec {
-  std::string image = "host";
+  std::string image = "host";  // as the user named it
+  std::string image_id;        // what it named at create (tags move; a box keeps its image)
   std::string runtime = "container";
   std::string name;  // "" = none
   std::map<std::string, std::string> labels;
@@ -34,11 +36,18 @@ struct SandboxSpec {
   std::optional<double> auto_stop_minutes;
   std::optional<double> auto_delete_minutes;
   bool ephemeral = false;
+  // The image's defaults for commands (its config's Env, WorkingDir, User), kept at create so
+  // that a box runs the same however its image's tags move. "" workdir = the user's home.
+  std::vector<std::string> image_env;
+  std::string image_workdir;
+  std::string image_user;
 };
 
 // What the node offers, for validating a spec.
 struct Capabilities {
-  std::vector<std::string> images;
+  std::string default_image = "host";
+  // The id of the image a reference names (not_found when none); by default the reference.
+  std::function<std::string(const std::string&)> resolve_image;
   std::vector<std::string> runtimes = {"container"};
   uint64_t online_cpus = 1;
 };

@@ -11,7 +11,10 @@ using nlohmann::json;
 
 Capabilities caps() {
   Capabilities c;
-  c.images = {"host", "busybox"};
+  c.resolve_image = [](const std::string& ref) -> std::string {
+    if (ref == "host" || ref == "busybox") return "id-of-" + ref;
+    throw not_found("image \"" + ref + "\" not found");
+  };
   c.online_cpus = 2;
   return c;
 }
@@ -52,6 +55,7 @@ TEST(ParseCreate, EverythingGiven) {
                                 {"ephemeral", true}},
                                caps());
   EXPECT_EQ(s.image, "busybox");
+  EXPECT_EQ(s.image_id, "id-of-busybox");
   EXPECT_EQ(s.name, "demo-1");
   EXPECT_EQ(s.labels.at("team"), "search");
   EXPECT_EQ(*s.millicpus, 1500u);

@@ -44,7 +44,7 @@ Sandboxes::Sandboxes(asio::any_io_executor executor, Store& store, node::NodeCli
 node::BoxConfig Sandboxes::config_for(const Sandbox& s) {
   node::BoxConfig c;
   c.id = s.id;
-  c.image = s.spec.image;
+  c.image = s.spec.image_id.empty() ? s.spec.image : s.spec.image_id;
   c.hostname = s.spec.name.empty() ? s.id : s.spec.name;
   c.limits.millicpus = s.spec.millicpus.value_or(0);
   c.limits.memory_bytes = s.spec.memory.value_or(0);
@@ -74,6 +74,19 @@ const Sandbox& Sandboxes::find(const std::string& id_or_name) const {
 
 Sandbox Sandboxes::get(const std::string& id_or_name) const { return find(id_or_name); }
 
+std::string Sandboxes::image_user(const std::string& image_id) const {
+  auto uses = [&](const Sandbox& s) {
+    return s.spec.image_id == image_id || (s.spec.image_id.empty() && s.spec.image == image_id);
+  };
+  for (const auto& [id, s] : boxes_) {
+    if (uses(s)) return "sandbox " + id + (s.spec.name.empty() ? "" : " (" + s.spec.name + ")");
+  }
+  for (const auto& s : pool_) {
+    if (uses(s)) return "warm pool box " + s.id;
+  }
+  return "";
+}
+
 std::vector<Sandbox> Sandboxes::all() const {
   std::vector<Sandbox> out;
   for (const auto& [id, s] : boxes_) out.push_back(s);
@@ -82,10 +95,12 @@ std::vector<Sandbox> Sandboxes::all() const {
 
 asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   Capabilities caps;
-  caps.images = node_.images();
+  caps.default_image = options_.default_image ? options_.default_image() : "host";
+  caps.resolve_image = options_.resolve_image;
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   caps.online_cpus = cpus > 0 ? static_cast<uint64_t>(cpus) : 1;
   SandboxSpec spec = parse_create(body, caps);
+  if (options_.image_defaults) options_.image_defaults(spec);
   if (!spec.name.empty() && names_.count(spec.name)) {
     throw Error(ErrorCode::conflict, "a sandbox named \"" + spec.name + "\" already exists",
                 {{"field", "name"}});
@@ -98,6 +113,7 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   auto started = std::chrono::steady_clock::now();
   // A warm box from the pool when one fits: it only needs its name and limits.
   std::optional<Sandbox> warm;
+  if (!pool_.empty() && !poolable(pool_.front().spec)) co_await retire_stale_pool();
   if (!pool_.empty() && poolable(spec)) {
     warm = std::move(pool_.front());
     pool_.pop_front();
@@ -151,9 +167,37 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   co_return made;
 }
 
-bool Sandboxes::poolable(const SandboxSpec& spec) {
+SandboxSpec Sandboxes::default_spec() const {
+  SandboxSpec s;
+  if (options_.default_image) s.image = options_.default_image();
+  s.image_id = options_.resolve_image ? options_.resolve_image(s.image) : s.image;
+  if (options_.image_defaults) options_.image_defaults(s);
+  return s;
+}
+
+bool Sandboxes::poolable(const SandboxSpec& spec) const {
   SandboxSpec defaults;
-  return spec.image == defaults.image && spec.runtime == defaults.runtime && !spec.disk;
+  std::string image_id;
+  try {
+    image_id = default_spec().image_id;
+  } catch (const Error&) {
+    return false;
+  }
+  return spec.image_id == image_id && spec.runtime == defaults.runtime && !spec.disk;
+}
+
+asio::awaitable<void> Sandboxes::retire_stale_pool() {
+  std::deque<Sandbox> stale;
+  stale.swap(pool_);
+  for (auto& s : stale) {
+    try {
+      co_await node_.destroy(s.id);
+    } catch (const std::exception& e) {
+      sys::log(sys::LogLevel::warn, "could not remove a pool box", {{"error", e.what()}});
+    }
+    store_.delete_sandbox(s.id);
+  }
+  refill_pool();
 }
 
 void Sandboxes::start_pool() { refill_pool(); }
@@ -186,6 +230,7 @@ asio::awaitable<void> Sandboxes::fill_pool() {
     }
     Sandbox s;
     s.id = node::new_box_id();
+    s.spec = default_spec();
     s.state = State::creating;
     s.created_at = s.last_activity_at = sys::now_ms();
     save(s);

@@ -32,6 +32,12 @@ class Sandboxes {
     // Started boxes of the default image kept ready: a create that fits takes one and only
     // names and limits it. 0 turns the pool off.
     size_t pool_size = 0;
+    // The image of a create that names none (at the time of the create), and what a reference
+    // names (not_found when nothing); by default "host" and the reference itself.
+    std::function<std::string()> default_image;
+    std::function<std::string(const std::string&)> resolve_image;
+    // Fills the image_* defaults of a spec from its image (image_id set).
+    std::function<void(SandboxSpec&)> image_defaults;
   };
   Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node, Metrics& metrics,
             Options options);
@@ -65,6 +71,8 @@ class Sandboxes {
   void touch(const std::string& id);
   sys::CgroupStats stats(const std::string& id) { return node_.stats(id); }
   std::vector<Sandbox> all() const;
+  // "sandbox <id>" when a sandbox (or a pool box) is made from image `image_id`, else "".
+  std::string image_user(const std::string& image_id) const;
   Sessions& sessions() { return sessions_; }
   // Starts `request` in the background in a started sandbox; the session (its id is kept
   // across restarts of the daemon).
@@ -85,8 +93,12 @@ class Sandboxes {
   // Makes pool boxes one at a time until the pool is full.
   asio::awaitable<void> fill_pool();
   void refill_pool();
-  // Whether a pool box can serve `spec` (the default image and runtime).
-  static bool poolable(const SandboxSpec& spec);
+  // Whether a pool box can serve `spec` (the pool's image, the default runtime).
+  bool poolable(const SandboxSpec& spec) const;
+  // The spec of a create that asks for nothing (the default image, resolved now).
+  SandboxSpec default_spec() const;
+  // Removes the pool's boxes when the default image changed since they were made.
+  asio::awaitable<void> retire_stale_pool();
   void check_timers();
 
   asio::any_io_executor executor_;

@@ -83,6 +83,11 @@ BoxLocation BoxLocation::from_json(const nlohmann::json& j) {
 
 // ---------------------------------------------------------------------------------------------
 
+std::string LocalBox::upper_dir() const {
+  if (dir_.empty()) throw invalid_argument("box " + request_.id + " keeps its files in memory");
+  return dir_ + "/upper";
+}
+
 LocalBox::LocalBox(Boxes& boxes, BoxRequest request, storage::Image image)
     : boxes_(boxes), request_(std::move(request)), image_(std::move(image)) {
   if (request_.hostname.empty()) request_.hostname = request_.id;

@@ -47,6 +47,7 @@ class LocalBox {
   const BoxRequest& request() const { return request_; }
   const storage::Image& image() const { return image_; }
   const std::string& dir() const { return dir_; }  // "" for one-shot boxes
+  std::string upper_dir() const;                   // the writable layer's files
   bool running() const { return box_ != nullptr; }
   runtime::Box& box() { return *box_; }
   BoxLocation location() const;

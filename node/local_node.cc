@@ -1,5 +1,6 @@
 #include "node/local_node.h"
 
+#include "node/blocking.h"
 #include "sys/error.h"
 
 namespace pitbox::node {
@@ -28,49 +29,9 @@ LocalNode::~LocalNode() {
   }
 }
 
-// Callers make the task before their co_await: GCC 12 copies the captures of a lambda made
-// inside a co_await expression bitwise (short strings then point into the old frame). And
-// blocking() is not a coroutine, so that no coroutine frame takes the task as a parameter.
 template <typename F>
 asio::awaitable<std::invoke_result_t<F>> LocalNode::blocking(F fn) {
-  using R = std::invoke_result_t<F>;
-  if constexpr (std::is_void_v<R>) {
-    return asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr)>(
-        [this](auto handler, F task) {
-          asio::post(pool_, [task = std::move(task), handler = std::move(handler)]() mutable {
-            std::exception_ptr failed;
-            try {
-              task();
-            } catch (...) {
-              failed = std::current_exception();
-            }
-            auto ex = asio::get_associated_executor(handler);
-            asio::post(ex, [handler = std::move(handler), failed]() mutable {
-              std::move(handler)(failed);
-            });
-          });
-        },
-        asio::use_awaitable, std::move(fn));
-  } else {
-    return asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr, R)>(
-        [this](auto handler, F task) {
-          asio::post(pool_, [task = std::move(task), handler = std::move(handler)]() mutable {
-            std::exception_ptr failed;
-            R result{};
-            try {
-              result = task();
-            } catch (...) {
-              failed = std::current_exception();
-            }
-            auto ex = asio::get_associated_executor(handler);
-            asio::post(
-                ex, [handler = std::move(handler), failed, result = std::move(result)]() mutable {
-                  std::move(handler)(failed, std::move(result));
-                });
-          });
-        },
-        asio::use_awaitable, std::move(fn));
-  }
+  return run_blocking(pool_, std::move(fn));
 }
 
 LocalNode::Entry& LocalNode::entry(const std::string& id) {
@@ -79,7 +40,13 @@ LocalNode::Entry& LocalNode::entry(const std::string& id) {
   return it->second;
 }
 
-std::vector<std::string> LocalNode::images() { return storage::ImageStore::builtin_names(); }
+asio::awaitable<storage::LayerDesc> LocalNode::commit(const std::string& id) {
+  Entry& e = entry(id);
+  if (e.box->running()) throw Error(ErrorCode::conflict, "box " + id + " runs: stop it first");
+  LocalBox* box = e.box.get();
+  auto task = [this, box] { return boxes_.images().add_layer_from_dir(box->upper_dir()); };
+  co_return co_await blocking(std::move(task));
+}
 
 asio::awaitable<void> LocalNode::connect(Entry& e) {
   e.channel = std::make_shared<Channel>(executor_, e.box->box().take_channel());

@@ -16,7 +16,8 @@ class LocalNode final : public NodeClient {
   LocalNode(asio::any_io_executor executor, Boxes::Options options, size_t threads = 4);
   ~LocalNode() override;
 
-  std::vector<std::string> images() override;
+  storage::ImageStore& images() override { return boxes_.images(); }
+  asio::awaitable<storage::LayerDesc> commit(const std::string& id) override;
   asio::awaitable<nlohmann::json> create(const BoxConfig& config) override;
   asio::awaitable<nlohmann::json> start(const BoxConfig& config) override;
   asio::awaitable<void> reconfigure(const BoxConfig& config) override;

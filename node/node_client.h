@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "node/channel.h"
+#include "storage/images.h"
 #include "sys/cgroup.h"
 
 namespace pitbox::node {
@@ -25,7 +26,8 @@ class NodeClient {
  public:
   virtual ~NodeClient() = default;
 
-  virtual std::vector<std::string> images() = 0;
+  // The images boxes are made from (BoxConfig::image names one by id or reference).
+  virtual storage::ImageStore& images() = 0;
   // Makes and starts a box; when it returns the box can run processes. Returns where the box
   // is (for recover()).
   virtual asio::awaitable<nlohmann::json> create(const BoxConfig& config) = 0;
@@ -44,6 +46,9 @@ class NodeClient {
   // The channel to a running box's init; null when the box does not run.
   virtual std::shared_ptr<Channel> channel(const std::string& id) = 0;
   virtual sys::CgroupStats stats(const std::string& id) = 0;
+  // Adds what a stopped box changed in its files (its writable layer) to the image store as a
+  // layer: how builds make their layers.
+  virtual asio::awaitable<storage::LayerDesc> commit(const std::string& id) = 0;
   // Lets go of every box and leaves them running (the control plane is shutting down).
   virtual void detach_all() = 0;
 };

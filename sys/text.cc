@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "sys/error.h"
+
 namespace pitbox::sys {
 
 std::string sha256_hex(std::string_view data) {
@@ -19,6 +21,37 @@ std::string sha256_hex(std::string_view data) {
     out += kHex[b & 15];
   }
   return out;
+}
+
+Sha256::Sha256() : ctx_(::EVP_MD_CTX_new()) {
+  if (!ctx_ || ::EVP_DigestInit_ex(ctx_, ::EVP_sha256(), nullptr) != 1) {
+    ::EVP_MD_CTX_free(ctx_);
+    throw internal_error("cannot start a SHA-256 digest");
+  }
+}
+
+Sha256::~Sha256() { ::EVP_MD_CTX_free(ctx_); }
+
+void Sha256::update(std::string_view data) {
+  if (!hex_.empty()) throw internal_error("SHA-256 digest updated after it was finished");
+  if (::EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) {
+    throw internal_error("SHA-256 digest update failed");
+  }
+}
+
+std::string Sha256::hex() {
+  if (!hex_.empty()) return hex_;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (::EVP_DigestFinal_ex(ctx_, digest, &len) != 1) {
+    throw internal_error("SHA-256 digest final failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned int i = 0; i < len; ++i) {
+    hex_ += kHex[digest[i] >> 4];
+    hex_ += kHex[digest[i] & 15];
+  }
+  return hex_;
 }
 
 std::string base64_encode(std::string_view data) {

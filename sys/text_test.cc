@@ -4,11 +4,29 @@
 
 #include <vector>
 
+#include "sys/error.h"
+
 namespace pitbox::sys {
 namespace {
 
 TEST(Text, Sha256) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Text, Sha256InPiecesMatchesWhole) {
+  std::string data;
+  for (int i = 0; i < 100000; ++i) data += static_cast<char>(i * 7);
+  Sha256 h;
+  for (size_t pos = 0; pos < data.size(); pos += 4097)
+    h.update(std::string_view(data).substr(pos, 4097));
+  EXPECT_EQ(h.hex(), sha256_hex(data));
+  EXPECT_EQ(h.hex(), sha256_hex(data));  // finished once, same answer again
+  EXPECT_EQ(h.digest(), "sha256:" + sha256_hex(data));
+  EXPECT_THROW(h.update("more"), Error);
+
+  Sha256 empty;
+  EXPECT_EQ(empty.digest(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 TEST(Text, Base64RoundTripsAndRejectsJunk) {

@@ -8,8 +8,10 @@
 """
 
 from ._transport import __version__
+from .builder import ImageBuilder
 from .client import DEFAULT_URL, Keys, Pitbox
 from .errors import (
+    BuildError,
     CommandError,
     Conflict,
     Internal,
@@ -23,8 +25,10 @@ from .errors import (
     Unavailable,
 )
 from .files import Files
+from .images import Images
 from .models import (
     AuditEntry,
+    Build,
     CreatedKey,
     ExecEvent,
     ExecResult,
@@ -32,8 +36,13 @@ from .models import (
     FindMatch,
     GrepMatch,
     Health,
+    Image,
+    ImageConfig,
+    ImageLayer,
     Key,
     MatchList,
+    PrunedImages,
+    RemovedImages,
     SessionLogs,
     TarExtracted,
 )
@@ -61,6 +70,14 @@ __all__ = [
     "CreatedKey",
     "AuditEntry",
     "Health",
+    "Images",
+    "Image",
+    "ImageConfig",
+    "ImageLayer",
+    "RemovedImages",
+    "PrunedImages",
+    "Build",
+    "ImageBuilder",
     "PitboxError",
     "InvalidArgument",
     "Unauthenticated",
@@ -72,4 +89,5 @@ __all__ = [
     "Unavailable",
     "PitboxConnectionError",
     "CommandError",
+    "BuildError",
 ]

@@ -1,4 +1,4 @@
-"""The client: sandboxes, keys, the audit log and health."""
+"""The client: sandboxes, images, keys, the audit log and health."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from types import TracebackType
 from typing import Any
 
 from ._transport import QueryValue, Transport
-from .models import AuditEntry, CreatedKey, Health, Key
+from .images import Images
+from .models import AuditEntry, CreatedKey, Health, Image, Key
 from .sandbox import Sandbox, paginate, quote
 
 __all__ = ["Pitbox", "Keys", "DEFAULT_URL"]
@@ -48,6 +49,8 @@ class Pitbox:
         self._transport = Transport(url, api_key, timeout)
         self.keys = Keys(self._transport)
         """API keys (admin key only)."""
+        self.images = Images(self._transport)
+        """Images, and builds of new ones."""
 
     @property
     def url(self) -> str:
@@ -73,7 +76,7 @@ class Pitbox:
 
     # --- sandboxes
 
-    def create(self, image: str = "host", name: str | None = None,
+    def create(self, image: str | Image = "host", name: str | None = None,
                labels: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
                cpus: float | None = None, memory: int | str | None = None,
                pids: int | None = None, workdir: str | None = None, user: str | None = None,
@@ -82,12 +85,13 @@ class Pitbox:
                disk: int | str | None = None, runtime: str | None = None) -> Sandbox:
         """Creates a sandbox and returns it once it is ready to run commands.
 
-        ``memory`` and ``disk`` are bytes or size strings such as ``"512m"``; ``cpus`` may be
+        ``image`` is a name (``"host"``, ``"busybox"``, ``"myimage:1"``), an id, or an
+        :class:`Image` (exactly that image, by its id). ``memory`` and ``disk`` are bytes or size strings such as ``"512m"``; ``cpus`` may be
         fractional. ``auto_stop_minutes`` stops the sandbox after that long without activity,
         ``auto_delete_minutes`` deletes it that long after it stopped, and an ``ephemeral``
         sandbox is deleted when it stops.
         """
-        body: dict[str, Any] = {"image": image}
+        body: dict[str, Any] = {"image": image.id if isinstance(image, Image) else image}
         optional: dict[str, Any] = {
             "name": name, "labels": None if labels is None else dict(labels),
             "env": None if env is None else dict(env), "cpus": cpus, "memory": memory,

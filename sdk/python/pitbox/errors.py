@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import ExecResult
+    from .models import Build, ExecResult
 
 __all__ = [
     "PitboxError",
@@ -24,6 +24,7 @@ __all__ = [
     "Unavailable",
     "PitboxConnectionError",
     "CommandError",
+    "BuildError",
     "error_from_response",
 ]
 
@@ -113,6 +114,41 @@ class CommandError(PitboxError):
         super().__init__(message, code="command_failed", status=0,
                          details={"exit_code": result.exit_code, "signal": result.signal})
         self.result = result
+
+
+class BuildError(PitboxError):
+    """Raised when an image build ran and failed (a RUN step that exited non-zero, a COPY
+    source that is not in the context, a FROM image that does not exist...).
+
+    ``build`` is the build record, ``log`` everything the build logged, ``line`` the
+    Dockerfile line the error is about (or None); ``code``, ``message`` and ``details`` are
+    those of the build's error. (A Dockerfile that does not even parse is refused before any
+    build starts, as :class:`InvalidArgument` with ``details["line"]``.)
+    """
+
+    build: Build
+    log: str
+    line: int | None
+
+    def __init__(self, build: Build, log: str = "") -> None:
+        error = build.error or {}
+        message = str(error.get("message") or "the build %s failed" % build.id)
+        super().__init__(message, code=str(error.get("code") or "build_failed"), status=0,
+                         details=error.get("details"))
+        self.build = build
+        self.log = log
+        self.line = build.error_line
+
+    def __str__(self) -> str:
+        text = "build %s failed: %s" % (self.build.id, self.message)
+        # The end of the log (what a failing RUN printed), without its last line: the error.
+        tail = self.log.rstrip("\n").split("\n")
+        if tail and tail[-1].startswith("error: "):
+            tail.pop()
+        tail = [line for line in tail[-12:] if line.strip()]
+        if tail:
+            text += "\n--- the end of the build log:\n" + "\n".join(tail)[-2000:]
+        return text
 
 
 _BY_CODE: dict[str, type[PitboxError]] = {

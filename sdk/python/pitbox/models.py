@@ -21,6 +21,12 @@ __all__ = [
     "CreatedKey",
     "AuditEntry",
     "Health",
+    "Image",
+    "ImageConfig",
+    "ImageLayer",
+    "RemovedImages",
+    "PrunedImages",
+    "Build",
 ]
 
 T = TypeVar("T")
@@ -257,3 +263,170 @@ class Health:
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Health:
         return cls(status=data.get("status", ""), version=data.get("version", ""))
+
+
+def _env_dict(env: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in env or []:
+        key, _, value = str(item).partition("=")
+        out[key] = value
+    return out
+
+
+@dataclass
+class ImageLayer:
+    """One layer of an image: its (compressed) ``digest``, the ``diff_id`` of its tar, its
+    size in bytes and its media type."""
+
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> ImageLayer:
+        return cls(digest=data.get("digest", ""), diff_id=data.get("diff_id", ""),
+                   size=int(data.get("size", 0)), media_type=data.get("media_type", ""))
+
+
+@dataclass
+class ImageConfig:
+    """What a sandbox of an image starts with: ``env`` (as a dict; the API sends
+    ``"KEY=value"`` strings), ``workdir``, ``user``, ``entrypoint`` and ``cmd``, plus the
+    image's ``labels`` and ``exposed_ports`` (such as ``"8000/tcp"``)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    user: str = ""
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any] | None) -> ImageConfig:
+        data = data or {}
+        return cls(env=_env_dict(data.get("env")), workdir=data.get("workdir") or "",
+                   user=data.get("user") or "", entrypoint=list(data.get("entrypoint") or []),
+                   cmd=list(data.get("cmd") or []), labels=dict(data.get("labels") or {}),
+                   exposed_ports=list(data.get("exposed_ports") or []))
+
+
+@dataclass
+class Image:
+    """An image of the daemon's store.
+
+    ``id`` is its digest (``"sha256:..."``), ``name`` its first tag (or the id when it has
+    none), ``tags`` all of them (``"name:tag"``); ``builtin`` images (``host``, ``busybox``)
+    are made by the daemon itself. ``size`` is the bytes of its layers; ``raw`` is the API
+    object.
+    """
+
+    id: str
+    name: str
+    tags: list[str]
+    builtin: bool = False
+    created_at: str | None = None
+    size: int = 0
+    layers: list[ImageLayer] = field(default_factory=list)
+    config: ImageConfig = field(default_factory=ImageConfig)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Image:
+        return cls(id=data["id"], name=data.get("name") or data["id"],
+                   tags=list(data.get("tags") or []), builtin=bool(data.get("builtin", False)),
+                   created_at=data.get("created_at"), size=int(data.get("size") or 0),
+                   layers=[ImageLayer.from_api(x) for x in data.get("layers") or []],
+                   config=ImageConfig.from_api(data.get("config")), raw=data)
+
+    @property
+    def short_id(self) -> str:
+        """The first 12 hex digits of the id (enough to name the image in calls)."""
+        return self.id[7:19] if self.id.startswith("sha256:") else self.id
+
+
+@dataclass
+class RemovedImages:
+    """What :meth:`Images.delete` did: the tags it removed, and the images it deleted (an
+    image goes once its last tag does)."""
+
+    untagged: list[str]
+    deleted: list[str]
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> RemovedImages:
+        return cls(untagged=list(data.get("untagged") or []),
+                   deleted=list(data.get("deleted") or []))
+
+
+@dataclass
+class PrunedImages:
+    """What :meth:`Images.prune` removed: images (ids), and layers and their bytes."""
+
+    deleted: list[str]
+    layers: int
+    bytes: int
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> PrunedImages:
+        return cls(deleted=list(data.get("deleted") or []), layers=int(data.get("layers", 0)),
+                   bytes=int(data.get("bytes", 0)))
+
+
+@dataclass
+class Build:
+    """An image build, as the daemon keeps it.
+
+    ``kind`` is ``"dockerfile"`` or ``"base"``; ``status`` is ``"running"``, ``"succeeded"``
+    (with ``image_id``) or ``"failed"`` (with ``error``, the API's error object: ``code``,
+    ``message`` and maybe ``details`` such as ``{"line": 3}``). ``steps`` and
+    ``cached_steps`` count the steps that make an image and those of them taken from the cache
+    (both known once it succeeded).
+    """
+
+    id: str
+    kind: str
+    tags: list[str]
+    status: str
+    image_id: str | None = None
+    error: dict[str, Any] | None = None
+    steps: int = 0
+    cached_steps: int = 0
+    created_at: str | None = None
+    finished_at: str | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Build:
+        error = data.get("error")
+        return cls(id=data["id"], kind=data.get("kind", ""), tags=list(data.get("tags") or []),
+                   status=data.get("status", ""), image_id=data.get("image_id") or None,
+                   error=error if isinstance(error, dict) else None,
+                   steps=int(data.get("steps") or 0),
+                   cached_steps=int(data.get("cached_steps") or 0),
+                   created_at=data.get("created_at"), finished_at=data.get("finished_at"))
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def error_message(self) -> str | None:
+        """The error's message, such as ``"Dockerfile line 3: the command exited with 1:
+        ..."``, when the build failed."""
+        return None if self.error is None else str(self.error.get("message", ""))
+
+    @property
+    def error_line(self) -> int | None:
+        """The Dockerfile line the error is about, when it is about one."""
+        details = (self.error or {}).get("details")
+        line = details.get("line") if isinstance(details, dict) else None
+        return line if isinstance(line, int) else None

@@ -83,6 +83,7 @@ class Sandbox:
     name: str | None
     labels: dict[str, str]
     image: str
+    image_id: str | None
     runtime: str
     state: str
     error: Any
@@ -113,6 +114,7 @@ class Sandbox:
         self.name = data.get("name")
         self.labels = dict(data.get("labels") or {})
         self.image = data.get("image", "")
+        self.image_id = data.get("image_id")
         self.runtime = data.get("runtime", "")
         self.state = data.get("state", "")
         self.error = data.get("error")

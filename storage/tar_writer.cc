@@ -1,9 +1,9 @@
-#include "control/tar_writer.h"
+#include "storage/tar_writer.h"
 
 #include <cstdio>
 #include <cstring>
 
-namespace pitbox::control {
+namespace pitbox::storage {
 
 namespace {
 
@@ -56,19 +56,35 @@ std::string tar_header(const TarEntry& e) {
   std::string name = e.name;
   char type = '0';
   uint64_t size = e.size;
-  if (e.type == TarEntry::Type::dir) {
-    type = '5';
-    size = 0;
-    if (name.empty() || name.back() != '/') name += '/';
-  } else if (e.type == TarEntry::Type::symlink) {
-    type = '2';
-    size = 0;
+  bool has_link = false;
+  switch (e.type) {
+    case TarEntry::Type::file:
+      break;
+    case TarEntry::Type::dir:
+      type = '5';
+      size = 0;
+      if (name.empty() || name.back() != '/') name += '/';
+      break;
+    case TarEntry::Type::symlink:
+      type = '2';
+      size = 0;
+      has_link = true;
+      break;
+    case TarEntry::Type::hardlink:
+      type = '1';
+      size = 0;
+      has_link = true;
+      break;
+    case TarEntry::Type::fifo:
+      type = '6';
+      size = 0;
+      break;
   }
+  const std::string no_link;
+  const std::string& link = has_link ? e.link : no_link;
   std::string pax;
   if (name.size() > 100) pax += pax_record("path", name);
-  if (e.type == TarEntry::Type::symlink && e.link.size() > 100) {
-    pax += pax_record("linkpath", e.link);
-  }
+  if (link.size() > 100) pax += pax_record("linkpath", link);
   if (size > 077777777777ull) pax += pax_record("size", std::to_string(size));
   if (e.uid > 07777777) pax += pax_record("uid", std::to_string(e.uid));
   if (e.gid > 07777777) pax += pax_record("gid", std::to_string(e.gid));
@@ -80,7 +96,7 @@ std::string tar_header(const TarEntry& e) {
     out += tar_padding(pax.size());
   }
   out += block(name.data(), name.size(), e.mode, e.uid, e.gid, size > 077777777777ull ? 0 : size,
-               e.mtime, type, e.link);
+               e.mtime, type, link);
   return out;
 }
 
@@ -90,4 +106,4 @@ std::string tar_padding(uint64_t size) {
 
 std::string tar_end() { return std::string(2 * kBlock, '\0'); }
 
-}  // namespace pitbox::control
+}  // namespace pitbox::storage

@@ -7,17 +7,18 @@
 #include <cstdint>
 #include <string>
 
-namespace pitbox::control {
+namespace pitbox::storage {
 
 struct TarEntry {
-  enum class Type { file, dir, symlink };
+  // A hardlink's `link` is the archive name of an entry written before it.
+  enum class Type { file, dir, symlink, hardlink, fifo };
   Type type = Type::file;
   std::string name;  // relative, "/"-separated; directories may end in "/"
   uint32_t mode = 0644;
   uint32_t uid = 0, gid = 0;
   int64_t mtime = 0;  // seconds since the epoch
   uint64_t size = 0;  // files only
-  std::string link;   // symlinks only
+  std::string link;   // symlinks and hardlinks only
 };
 
 // The header blocks of `entry`; a file's `size` bytes follow, then tar_padding(size).
@@ -27,4 +28,4 @@ std::string tar_padding(uint64_t size);
 // The two zero blocks that end an archive.
 std::string tar_end();
 
-}  // namespace pitbox::control
+}  // namespace pitbox::storage

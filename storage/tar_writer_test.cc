@@ -1,5 +1,5 @@
 // Archives written by tar_writer read back with libarchive, an independent reader.
-#include "control/tar_writer.h"
+#include "storage/tar_writer.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -7,11 +7,11 @@
 
 #include <vector>
 
-namespace pitbox::control {
+namespace pitbox::storage {
 namespace {
 
 struct Read {
-  std::string name, link, data;
+  std::string name, link, hardlink, data;
   int type = 0;
   unsigned mode = 0;
   int64_t size = 0, mtime = 0;
@@ -32,6 +32,7 @@ std::vector<Read> read_back(const std::string& archive) {
     r.size = archive_entry_size(e);
     r.mtime = archive_entry_mtime(e);
     if (archive_entry_symlink(e)) r.link = archive_entry_symlink(e);
+    if (archive_entry_hardlink(e)) r.hardlink = archive_entry_hardlink(e);
     char buf[4096];
     la_ssize_t n;
     while ((n = archive_read_data(a, buf, sizeof buf)) > 0) r.data.append(buf, n);
@@ -81,6 +82,28 @@ TEST(TarWriter, LongNamesAndTargetsUsePaxHeaders) {
   EXPECT_EQ(entries[1].link, target);
 }
 
+TEST(TarWriter, HardLinksAndFifos) {
+  std::string long_target = std::string(120, 'x') + "/file";
+  std::string tar = tar_header({TarEntry::Type::file, "a", 04755, 0, 0, 0, 2});
+  tar += "hi" + tar_padding(2);
+  tar += tar_header({TarEntry::Type::hardlink, "b", 04755, 0, 0, 0, 0, "a"});
+  tar += tar_header({TarEntry::Type::hardlink, "c", 0644, 0, 0, 0, 0, long_target});
+  tar += tar_header({TarEntry::Type::fifo, "pipe", 0620, 5, 6, 7});
+  tar += tar_end();
+  auto entries = read_back(tar);
+  ASSERT_EQ(entries.size(), 4u);
+  EXPECT_EQ(entries[0].mode, 04755u);
+  EXPECT_EQ(entries[1].name, "b");
+  EXPECT_EQ(entries[1].hardlink, "a");
+  EXPECT_EQ(entries[1].link, "");
+  EXPECT_EQ(entries[1].data, "");
+  EXPECT_EQ(entries[2].hardlink, long_target);
+  EXPECT_EQ(entries[3].name, "pipe");
+  EXPECT_EQ(entries[3].type, AE_IFIFO);
+  EXPECT_EQ(entries[3].mode, 0620u);
+  EXPECT_EQ(entries[3].mtime, 7);
+}
+
 TEST(TarWriter, PaddingFillsBlocks) {
   EXPECT_EQ(tar_padding(0).size(), 0u);
   EXPECT_EQ(tar_padding(1).size(), 511u);
@@ -89,4 +112,4 @@ TEST(TarWriter, PaddingFillsBlocks) {
 }
 
 }  // namespace
-}  // namespace pitbox::control
+}  // namespace pitbox::storage
