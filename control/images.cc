@@ -412,6 +412,8 @@ asio::awaitable<void> Images::run_base(std::shared_ptr<Build> b) {
                                        "--variant=minbase",
                                        "--mode=root",
                                        "--format=tar",
+                                       // No device nodes: boxes get their own /dev.
+                                       "--skip=output/dev",
                                        std::string("--include=") + kBasePackages,
                                        "--aptopt=Acquire::Retries \"3\"",
                                        "--dpkgopt=path-exclude=/usr/share/man/*",
