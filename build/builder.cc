@@ -146,9 +146,13 @@ class Context {
               [](const auto& a, const auto& b) { return a.name < b.name; });
     for (const auto& e : entries) {
       std::string path = rel.empty() ? e.name : rel + "/" + e.name;
-      if (!rules_.empty() && rules_.ignored(path)) continue;
       ContextFile f{path, {}};
       if (::fstatat(dir.get(), e.name.c_str(), &f.st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (!rules_.empty() && rules_.ignored(path)) {
+        // An ignored directory may still hold what a later "!" rule brings back.
+        if (S_ISDIR(f.st.st_mode) && !rules_.can_skip_dir(path)) walk(path);
+        continue;
+      }
       if (!S_ISREG(f.st.st_mode) && !S_ISDIR(f.st.st_mode) && !S_ISLNK(f.st.st_mode)) continue;
       files_.push_back(f);
       if (S_ISDIR(f.st.st_mode)) walk(path);
@@ -494,6 +498,7 @@ asio::awaitable<BuildResult> build_image(storage::ImageStore& store, BuildOption
           throw at_line(in, "FROM " + ref + ": " + e.message());
         }
         s.config = storage::config_from_oci(s.doc.config);
+        s.config.labels.erase("pitbox.builtin");  // what is built on busybox is not busybox
       } else {
         s.doc.config = json::object();
       }

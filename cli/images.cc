@@ -255,8 +255,9 @@ class ImageCommands final : public ClientCommands {
     if (sys::exists(source_ + "/.dockerignore")) {
       rules = build::IgnoreRules::parse(sys::read_file(source_ + "/.dockerignore"));
     }
-    json ctx = upload_path(c, "/v1/build-contexts", source_, "sending the build context",
-                           [&rules](const std::string& rel) { return rules.ignored(rel); });
+    json ctx = upload_path(
+        c, "/v1/build-contexts", source_, "sending the build context",
+        [&rules](const std::string& rel) { return rules.ignored(rel) && rules.can_skip_dir(rel); });
     json body = {
         {"dockerfile", text}, {"context", ctx["id"]}, {"tags", tags_}, {"no_cache", no_cache_}};
     json args = json::object();

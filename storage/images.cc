@@ -168,7 +168,8 @@ void ImageStore::load_index() {
     Entry e{i.value("id", ""), i.value("created", int64_t{0})};
     if (!e.id.empty()) images_[e.id] = e;
   }
-  for (const auto& [tag, id] : doc.value("tags", json::object()).items()) {
+  json tags = doc.value("tags", json::object());  // items() of a temporary would dangle
+  for (const auto& [tag, id] : tags.items()) {
     if (id.is_string() && images_.count(id)) tags_[tag] = id;
   }
 }

@@ -86,10 +86,10 @@ class Pitbox:
         """Creates a sandbox and returns it once it is ready to run commands.
 
         ``image`` is a name (``"host"``, ``"busybox"``, ``"myimage:1"``), an id, or an
-        :class:`Image` (exactly that image, by its id). ``memory`` and ``disk`` are bytes or size strings such as ``"512m"``; ``cpus`` may be
-        fractional. ``auto_stop_minutes`` stops the sandbox after that long without activity,
-        ``auto_delete_minutes`` deletes it that long after it stopped, and an ``ephemeral``
-        sandbox is deleted when it stops.
+        :class:`Image` (exactly that image, by its id). ``memory`` and ``disk`` are bytes or
+        size strings such as ``"512m"``; ``cpus`` may be fractional. ``auto_stop_minutes``
+        stops the sandbox after that long without activity, ``auto_delete_minutes`` deletes
+        it that long after it stopped, and an ``ephemeral`` sandbox is deleted when it stops.
         """
         body: dict[str, Any] = {"image": image.id if isinstance(image, Image) else image}
         optional: dict[str, Any] = {

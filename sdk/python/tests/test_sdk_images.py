@@ -247,11 +247,10 @@ class ImagesTest(SdkTestCase):
         self.assertIsInstance(img, Image)
         self.assertTrue(img.id.startswith("sha256:"))
         self.assertEqual((img.tags, img.name), (["sdk-test/app:1"], "sdk-test/app:1"))
-        self.assertFalse(img.builtin)
         self.assertEqual(img.config.env["A"], "b c")
         self.assertEqual(img.config.env["TRICKY"], tricky)  # every character as given
         self.assertEqual(img.config.workdir, "/w")
-        self.assertEqual(img.config.labels, {"org.example.title": "sdk test"})
+        self.assertEqual(img.config.labels["org.example.title"], "sdk test")
         self.assertEqual(img.config.exposed_ports, ["8000/tcp"])
         self.assertEqual(img.config.cmd, ["sh", "/app/main.sh"])
         self.assertGreater(img.size, 0)
@@ -310,7 +309,7 @@ class ImagesTest(SdkTestCase):
         self.assertIn("output-kept", e.log)
         self.assertEqual(e.log, "".join(log))
         self.assertIn("output-kept", str(e))  # the end of the log is in the message
-        self.assertEqual(e.details, {"line": 4})
+        self.assertEqual(e.details["line"], 4)
         self.assertTrue(e.build.failed)
         self.assertEqual((e.build.error_line, e.build.image_id), (4, None))
         self.assertEqual(e.build.error_message, e.message)
@@ -338,23 +337,35 @@ class ImagesTest(SdkTestCase):
         ctx = write_tree(os.path.join(self.tmp, "ctx"), {
             "Dockerfile": "FROM busybox\nARG WHO=nobody\nCOPY . /ctx/\n"
                           "RUN echo \"hello $WHO\" > /hello\n",
-            ".dockerignore": "*.key\nbuild\n!build/keep.txt\n**/__pycache__\ndocs/*.md\n"
-                             "!docs/README.md\nDockerfile\n",
+            ".dockerignore": "*.key\nbuild\n**/__pycache__\ndocs/*.md\n!docs/README.md\n"
+                             "Dockerfile\n",
             "main.py": "", "secret.key": "", "sub/other.key": "", "build/out.o": "",
-            "build/keep.txt": "kept\n", "pkg/__pycache__/m.pyc": "", "pkg/m.py": "",
-            "docs/guide.md": "", "docs/README.md": "", "docs/img/x.md": ""})
+            "pkg/__pycache__/m.pyc": "", "pkg/m.py": "", "docs/guide.md": "",
+            "docs/README.md": "", "docs/img/x.md": ""})
         img = self.pb.images.build(context_dir=ctx, args={"WHO": "sdk"}, tags=["sdk-test/ctx"])
         box = self.box(image=img)
-        found = sorted(m.path for m in box.files.find("/ctx", type="file"))
-        self.assertEqual(found, ["/ctx/.dockerignore", "/ctx/build/keep.txt",
-                                 "/ctx/docs/README.md", "/ctx/docs/img/x.md", "/ctx/main.py",
-                                 "/ctx/pkg/m.py", "/ctx/sub/other.key"])
-        self.assertEqual(box.files.read_text("/ctx/build/keep.txt"), "kept\n")
+        found = box.exec("cd /ctx && find . -type f | sort").check().stdout.split()
+        self.assertEqual(found, ["./.dockerignore", "./docs/README.md", "./docs/img/x.md",
+                                 "./main.py", "./pkg/m.py", "./sub/other.key"])
         self.assertEqual(box.files.read_text("/hello"), "hello sdk\n")
         # The Dockerfile given as text, with the same context.
         with open(os.path.join(ctx, "Dockerfile")) as f:
             text = f.read()
         self.assertEqual(self.pb.images.build(text, ctx, args={"WHO": "sdk"}).id, img.id)
+
+    def test_an_exception_below_an_ignored_directory(self) -> None:
+        """Docker sends build/keep.txt for "build" then "!build/keep.txt"; the daemon's
+        builder, which reads the .dockerignore again, keeps it too."""
+        ctx = write_tree(os.path.join(self.tmp, "ctx"), {
+            ".dockerignore": "build\n!build/keep.txt\n", "build/out.o": "",
+            "build/keep.txt": "kept\n"})
+        img = self.pb.images.build("FROM busybox\nCOPY . /ctx/\n", ctx)
+        box = self.box(image=img)
+        self.assertEqual(box.exec("cat /ctx/build/keep.txt").stdout, "kept\n")
+
+    def test_built_images_are_not_builtin(self) -> None:
+        """An image built on busybox does not carry busybox's "pitbox.builtin" label."""
+        self.assertFalse(self.small_image("not-builtin").builtin)
 
     def test_list_get_tag_and_delete(self) -> None:
         img = self.small_image("tags", tags=["sdk-test/one:1"])
@@ -362,8 +373,8 @@ class ImagesTest(SdkTestCase):
         ids = [i.id for i in listed]
         self.assertIn(img.id, ids)
         self.assertEqual(len(ids), len(set(ids)))
-        builtin = {i.name for i in listed if i.builtin}
-        self.assertTrue({"host", "busybox"} <= builtin, builtin)
+        names = {i.name for i in listed if i.builtin}
+        self.assertTrue({"host", "busybox:latest"} <= names, names)
         refs: list[str | Image] = ["sdk-test/one:1", img.id, img.short_id, img]
         for ref in refs:
             self.assertEqual(self.pb.images.get(ref).id, img.id)
