@@ -53,21 +53,30 @@ class ImageRoutes {
     co_return path;
   }
 
-  asio::awaitable<void> list(Request& r) {
+  // One page of `all` (in its order) after the item whose id is the `cursor` parameter.
+  template <typename T, typename Describe>
+  static json page_of(const Request& r, const std::vector<T>& all, std::string (*id_of)(const T&),
+                      Describe describe) {
     size_t limit = static_cast<size_t>(r.query_int("limit", 100, 1, 1000));
     std::string cursor = r.query_value("cursor");
-    auto all = co_await images().list();
-    json items = json::array();
     size_t i = 0;
     if (!cursor.empty()) {
-      while (i < all.size() && all[i].id != cursor) ++i;
+      while (i < all.size() && id_of(all[i]) != cursor) ++i;
       if (i == all.size()) throw invalid_argument("invalid cursor \"" + cursor + "\"");
       ++i;
     }
-    std::string next;
-    for (; i < all.size() && items.size() < limit; ++i) items.push_back(all[i].to_json());
-    if (i < all.size() && !items.empty()) next = all[i - 1].id;
-    co_await send_json(r, 200, page_json(std::move(items), next));
+    json items = json::array();
+    for (; i < all.size() && items.size() < limit; ++i) items.push_back(describe(all[i]));
+    std::string next = i < all.size() && !items.empty() ? id_of(all[i - 1]) : "";
+    return page_json(std::move(items), next);
+  }
+
+  asio::awaitable<void> list(Request& r) {
+    auto all = co_await images().list();
+    json page = page_of<storage::ImageInfo>(
+        r, all, [](const storage::ImageInfo& i) { return i.id; },
+        [](const storage::ImageInfo& i) { return i.to_json(); });
+    co_await send_json(r, 200, page);
   }
 
   asio::awaitable<void> get(Request& r) {
@@ -230,19 +239,11 @@ class ImageRoutes {
   }
 
   asio::awaitable<void> builds(Request& r) {
-    size_t limit = static_cast<size_t>(r.query_int("limit", 100, 1, 1000));
-    std::string cursor = r.query_value("cursor");
-    auto all = images().builds();
-    size_t i = 0;
-    if (!cursor.empty()) {
-      while (i < all.size() && all[i]->id != cursor) ++i;
-      if (i == all.size()) throw invalid_argument("invalid cursor \"" + cursor + "\"");
-      ++i;
-    }
-    json items = json::array();
-    for (; i < all.size() && items.size() < limit; ++i) items.push_back(all[i]->to_api());
-    std::string next = i < all.size() && !items.empty() ? all[i - 1]->id : "";
-    co_await send_json(r, 200, page_json(std::move(items), next));
+    using B = std::shared_ptr<Build>;
+    json page = page_of<B>(
+        r, images().builds(), [](const B& b) { return b->id; },
+        [](const B& b) { return b->to_api(); });
+    co_await send_json(r, 200, page);
   }
 
   asio::awaitable<void> build_get(Request& r) {

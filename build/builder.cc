@@ -88,14 +88,7 @@ class Context {
       if (S_ISREG(f.st.st_mode)) {
         sys::UniqueFd fd(::openat(root_.get(), f.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) throw_errno("read " + f.path + " of the build context");
-        char buf[1 << 16];
-        for (;;) {
-          ssize_t n = ::read(fd.get(), buf, sizeof buf);
-          if (n < 0 && errno == EINTR) continue;
-          if (n < 0) throw_errno("read " + f.path + " of the build context");
-          if (n == 0) break;
-          h.update(std::string_view(buf, static_cast<size_t>(n)));
-        }
+        h.update_from(fd.get(), f.path + " of the build context");
       } else if (S_ISLNK(f.st.st_mode)) {
         char target[4096];
         ssize_t n = ::readlinkat(root_.get(), f.path.c_str(), target, sizeof target);

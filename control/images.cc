@@ -149,14 +149,7 @@ asio::awaitable<json> Images::add_context(std::string path) {
       sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
       if (!fd) throw_errno("open " + path);
       sys::Sha256 h;
-      char buf[1 << 16];
-      for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_errno("read " + path);
-        if (n == 0) break;
-        h.update(std::string_view(buf, static_cast<size_t>(n)));
-      }
+      h.update_from(fd.get(), path);
       return h.hex();
     }();
     std::string dir = root + "/" + digest.substr(7);
@@ -339,8 +332,12 @@ std::shared_ptr<Build> Images::start_build(BuildRequest request) {
   build::parse_dockerfile(request.dockerfile);
   for (const auto& t : request.tags) storage::ImageStore::normalize_tag(t);
   if (!request.context.empty()) {
-    if (request.context.rfind("sha256:", 0) != 0 || request.context.size() != 71 ||
-        !sys::is_dir(options_.state_dir + "/contexts/" + request.context.substr(7))) {
+    std::string hex;
+    try {
+      hex = storage::digest_hex(request.context);
+    } catch (const Error&) {
+    }
+    if (hex.empty() || !sys::is_dir(options_.state_dir + "/contexts/" + hex)) {
       throw Error(ErrorCode::not_found,
                   "build context \"" + request.context + "\" not found (upload it first)",
                   {{"field", "context"}});
@@ -408,20 +405,14 @@ asio::awaitable<void> Images::run_base(std::shared_ptr<Build> b) {
     std::string tmp = store().make_tmp_dir("base");
     try {
       std::string out = tmp + "/rootfs.tar.zst";
-      std::vector<std::string> argv = {"/usr/bin/mmdebstrap",
-                                       "--variant=minbase",
-                                       "--mode=root",
-                                       "--format=tar",
-                                       // No device nodes: boxes get their own /dev.
-                                       "--skip=output/dev",
-                                       std::string("--include=") + kBasePackages,
-                                       "--aptopt=Acquire::Retries \"3\"",
-                                       "--dpkgopt=path-exclude=/usr/share/man/*",
-                                       "--dpkgopt=path-exclude=/usr/share/doc/*",
-                                       "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-                                       "--customize-hook=echo pitbox > \"$1/etc/hostname\"",
-                                       "bookworm",
-                                       out};
+      std::vector<std::string> argv = {
+          "/usr/bin/mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
+          // No device nodes: boxes get their own /dev.
+          "--skip=output/dev", std::string("--include=") + kBasePackages,
+          "--aptopt=Acquire::Retries \"3\"", "--dpkgopt=path-exclude=/usr/share/man/*",
+          "--dpkgopt=path-exclude=/usr/share/doc/*",
+          "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+          "--customize-hook=echo pitbox > \"$1/etc/hostname\"", "bookworm", out};
       if (!mirror.empty()) argv.push_back(mirror);
       int pipefd[2];
       if (::pipe2(pipefd, O_CLOEXEC) != 0) throw_errno("pipe2");

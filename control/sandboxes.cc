@@ -113,8 +113,9 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   auto started = std::chrono::steady_clock::now();
   // A warm box from the pool when one fits: it only needs its name and limits.
   std::optional<Sandbox> warm;
-  if (!pool_.empty() && !poolable(pool_.front().spec)) co_await retire_stale_pool();
-  if (!pool_.empty() && poolable(spec)) {
+  std::string pool_image = pool_image_id();
+  if (!pool_.empty() && pool_.front().spec.image_id != pool_image) co_await retire_stale_pool();
+  if (!pool_.empty() && !pool_image.empty() && fits_pool(spec, pool_image)) {
     warm = std::move(pool_.front());
     pool_.pop_front();
     last_take_ = std::chrono::steady_clock::now();
@@ -175,15 +176,17 @@ SandboxSpec Sandboxes::default_spec() const {
   return s;
 }
 
-bool Sandboxes::poolable(const SandboxSpec& spec) const {
-  SandboxSpec defaults;
-  std::string image_id;
+std::string Sandboxes::pool_image_id() const {
+  std::string image = options_.default_image ? options_.default_image() : SandboxSpec{}.image;
   try {
-    image_id = default_spec().image_id;
+    return options_.resolve_image ? options_.resolve_image(image) : image;
   } catch (const Error&) {
-    return false;
+    return "";  // the default image is gone: no pool until it is back
   }
-  return spec.image_id == image_id && spec.runtime == defaults.runtime && !spec.disk;
+}
+
+bool Sandboxes::fits_pool(const SandboxSpec& spec, const std::string& pool_image) {
+  return spec.image_id == pool_image && spec.runtime == SandboxSpec{}.runtime && !spec.disk;
 }
 
 asio::awaitable<void> Sandboxes::retire_stale_pool() {

@@ -93,8 +93,10 @@ class Sandboxes {
   // Makes pool boxes one at a time until the pool is full.
   asio::awaitable<void> fill_pool();
   void refill_pool();
-  // Whether a pool box can serve `spec` (the pool's image, the default runtime).
-  bool poolable(const SandboxSpec& spec) const;
+  // The image the pool's boxes are made of now (the default image's id; "" when it is gone).
+  std::string pool_image_id() const;
+  // Whether a pool box of `pool_image` can serve `spec` (that image, the default runtime).
+  static bool fits_pool(const SandboxSpec& spec, const std::string& pool_image);
   // The spec of a create that asks for nothing (the default image, resolved now).
   SandboxSpec default_spec() const;
   // Removes the pool's boxes when the default image changed since they were made.

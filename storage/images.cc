@@ -20,20 +20,19 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kManifestType = "application/vnd.oci.image.manifest.v1+json";
 constexpr const char* kConfigType = "application/vnd.oci.image.config.v1+json";
+
+// A reference as a tag key: ":latest" added when it names no tag. Not checked: stored tags are
+// valid, so a bad reference only finds nothing (and the lookup stays cheap on every create).
+std::string with_tag(const std::string& ref) {
+  size_t colon = ref.rfind(':');
+  bool tagged = colon != std::string::npos && ref.find('/', colon) == std::string::npos;
+  return tagged ? ref : ref + ":latest";
+}
 
 bool is_hex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-// "sha256:<64 hex>" -> "<64 hex>"; invalid_argument otherwise.
-std::string digest_hex(const std::string& digest) {
-  if (digest.rfind("sha256:", 0) != 0 || digest.size() != 71 || !is_hex(digest.substr(7))) {
-    throw invalid_argument("bad digest \"" + digest + "\" (expected sha256:<64 hex digits>)");
-  }
-  return digest.substr(7);
 }
 
 int64_t parse_created(const json& config) {
@@ -54,6 +53,13 @@ std::vector<std::string> string_array(const json& j) {
 }
 
 }  // namespace
+
+std::string digest_hex(const std::string& digest) {
+  if (digest.rfind("sha256:", 0) != 0 || digest.size() != 71 || !is_hex(digest.substr(7))) {
+    throw invalid_argument("bad digest \"" + digest + "\" (expected sha256:<64 hex digits>)");
+  }
+  return digest.substr(7);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Config documents
@@ -211,13 +217,7 @@ std::string ImageStore::find(const std::string& ref) const {
     }
     if (ref.rfind("sha256:", 0) == 0) return "";
   }
-  std::string tag;
-  try {
-    tag = normalize_tag(ref);
-  } catch (const Error&) {
-    return "";
-  }
-  auto it = tags_.find(tag);
+  auto it = tags_.find(with_tag(ref));
   return it == tags_.end() ? "" : it->second;
 }
 
@@ -374,11 +374,8 @@ ImageStore::Removed ImageStore::remove(const std::string& ref, const InUse& in_u
   Removed out;
   std::string tag;
   if (ref.rfind("sha256:", 0) != 0) {
-    try {
-      tag = normalize_tag(ref);
-    } catch (const Error&) {
-    }
-    if (!tags_.count(tag) || tags_[tag] != id) tag.clear();
+    tag = with_tag(ref);
+    if (auto it = tags_.find(tag); it == tags_.end() || it->second != id) tag.clear();
   }
   size_t tag_count = 0;
   for (const auto& [t, tid] : tags_) tag_count += tid == id;
@@ -573,26 +570,32 @@ std::string ImageStore::register_manifest(const std::string& manifest,
   return id;
 }
 
+std::string oci_manifest(const std::string& config, const std::vector<LayerDesc>& layers) {
+  json descs = json::array();
+  for (const auto& l : layers) {
+    descs.push_back({{"mediaType", l.media_type}, {"digest", l.digest}, {"size", l.size}});
+  }
+  json manifest = {{"schemaVersion", 2},
+                   {"mediaType", kOciManifestType},
+                   {"config",
+                    {{"mediaType", kConfigType},
+                     {"digest", "sha256:" + sys::sha256_hex(config)},
+                     {"size", config.size()}}},
+                   {"layers", descs}};
+  return manifest.dump();
+}
+
 std::string ImageStore::put(ImageDoc d, const std::vector<std::string>& tags) {
   json diff_ids = json::array();
-  json layers = json::array();
-  for (const auto& l : d.layers) {
-    diff_ids.push_back(l.diff_id);
-    layers.push_back({{"mediaType", l.media_type}, {"digest", l.digest}, {"size", l.size}});
-  }
+  for (const auto& l : d.layers) diff_ids.push_back(l.diff_id);
   if (!d.config.is_object()) d.config = json::object();
   d.config["rootfs"] = {{"type", "layers"}, {"diff_ids", diff_ids}};
   if (!d.config.contains("architecture")) d.config["architecture"] = "amd64";
   if (!d.config.contains("os")) d.config["os"] = "linux";
   if (!d.config.contains("created")) d.config["created"] = sys::format_time(sys::now_ms());
   std::string config = d.config.dump();
-  std::string config_digest = put_blob(config);
-  json manifest = {
-      {"schemaVersion", 2},
-      {"mediaType", kManifestType},
-      {"config", {{"mediaType", kConfigType}, {"digest", config_digest}, {"size", config.size()}}},
-      {"layers", layers}};
-  return register_manifest(manifest.dump(), tags);
+  put_blob(config);
+  return register_manifest(oci_manifest(config, d.layers), tags);
 }
 
 // ---------------------------------------------------------------------------------------------

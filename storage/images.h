@@ -173,6 +173,12 @@ class ImageStore {
   std::chrono::steady_clock::time_point busybox_checked_;
 };
 
+// "sha256:<64 hex>" -> "<64 hex>"; invalid_argument naming it otherwise.
+std::string digest_hex(const std::string& digest);
+constexpr const char* kOciManifestType = "application/vnd.oci.image.manifest.v1+json";
+// The OCI manifest of an image with config document `config` (as stored) and `layers`.
+std::string oci_manifest(const std::string& config, const std::vector<LayerDesc>& layers);
+
 // Whether an ELF file is statically linked (has no program interpreter).
 bool is_static_elf(const std::string& path);
 

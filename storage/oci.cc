@@ -25,7 +25,6 @@ namespace {
 
 constexpr size_t kMaxDocument = 4u << 20;
 constexpr const char* kIndexType = "application/vnd.oci.image.index.v1+json";
-constexpr const char* kManifestType = "application/vnd.oci.image.manifest.v1+json";
 constexpr const char* kDockerListType = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 // A file of the archive, opened inside it: symlinks (old `docker save` archives link layers
@@ -65,13 +64,7 @@ json parse_member(const std::string& data, const std::string& path) {
   return j;
 }
 
-std::string blob_member(const std::string& digest) {
-  if (digest.rfind("sha256:", 0) != 0 || digest.size() != 71 ||
-      digest.find_first_not_of("0123456789abcdef", 7) != std::string::npos) {
-    throw invalid_argument("image archive: unsupported digest \"" + digest + "\"");
-  }
-  return "blobs/sha256/" + digest.substr(7);
-}
+std::string blob_member(const std::string& digest) { return "blobs/sha256/" + digest_hex(digest); }
 
 // A blob of an OCI layout, checked against its digest.
 std::string read_blob(int rootfd, const std::string& digest) {
@@ -273,21 +266,8 @@ std::vector<std::string> ImageStore::import_dir(const std::string& dir, const st
         layers.push_back(got);
       }
       put_blob(f.config);
-      if (f.manifest.empty()) {
-        // A legacy docker entry: an OCI manifest for it, its config kept byte for byte.
-        json diff = json::array(), descs = json::array();
-        for (const auto& l : layers) {
-          descs.push_back({{"mediaType", l.media_type}, {"digest", l.digest}, {"size", l.size}});
-        }
-        json manifest = {{"schemaVersion", 2},
-                         {"mediaType", kManifestType},
-                         {"config",
-                          {{"mediaType", "application/vnd.oci.image.config.v1+json"},
-                           {"digest", "sha256:" + sys::sha256_hex(f.config)},
-                           {"size", f.config.size()}}},
-                         {"layers", descs}};
-        f.manifest = manifest.dump();
-      }
+      // A legacy docker entry gets an OCI manifest; its config is kept byte for byte.
+      if (f.manifest.empty()) f.manifest = oci_manifest(f.config, layers);
       ids.push_back(register_manifest(f.manifest, f.tags));
     }
   } catch (...) {
@@ -348,7 +328,7 @@ void ImageStore::export_archive(const std::string& ref, int out_fd) {
   json index_manifests = json::array();
   json repo_tags = json::array();
   std::string manifest_bytes = sys::read_file(blob_path(id));
-  json entry = {{"mediaType", kManifestType}, {"digest", id}, {"size", manifest_bytes.size()}};
+  json entry = {{"mediaType", kOciManifestType}, {"digest", id}, {"size", manifest_bytes.size()}};
   if (!i.tags.empty()) {
     const std::string& t = i.tags.front();
     entry["annotations"] = {{"io.containerd.image.name", t},

@@ -2,7 +2,9 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -36,6 +38,17 @@ void Sha256::update(std::string_view data) {
   if (!hex_.empty()) throw internal_error("SHA-256 digest updated after it was finished");
   if (::EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) {
     throw internal_error("SHA-256 digest update failed");
+  }
+}
+
+void Sha256::update_from(int fd, const std::string& what) {
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read " + what);
+    if (n == 0) return;
+    update(std::string_view(buf, static_cast<size_t>(n)));
   }
 }
 

@@ -23,6 +23,8 @@ class Sha256 {
   Sha256& operator=(const Sha256&) = delete;
 
   void update(std::string_view data);
+  // Adds what the file `fd` holds from its offset to its end; `what` names it in errors.
+  void update_from(int fd, const std::string& what);
   // The digest in lowercase hex. Finishes the hash: later calls return the same, update throws.
   std::string hex();
   // "sha256:<hex>", as content addresses are written.
