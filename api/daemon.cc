@@ -76,6 +76,7 @@ int run_daemon(const DaemonOptions& options) {
       spec.image_user = c.user;
     };
     control::Sandboxes sandboxes(io.get_executor(), *store, node, metrics, sandbox_options);
+    node.images().prepare();
     control::Images::Options image_options;
     image_options.state_dir = options.state_dir;
     image_options.default_image = options.default_image;

@@ -1,6 +1,7 @@
 #include "storage/images.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,11 +162,39 @@ std::string ImageStore::normalize_tag(const std::string& tag) {
   return name + ":" + version;
 }
 
-void ImageStore::load_index() {
+void ImageStore::ensure_dirs() {
   for (const char* d : {"", "/blobs/sha256", "/layers/sha256", "/tmp"})
     sys::make_dirs(dir_ + d, 0700);
-  // What a crashed process was in the middle of.
+}
+
+void ImageStore::prepare() {
+  ensure_dirs();
+  // What a crashed daemon was in the middle of.
   for (const auto& e : sys::read_dir(dir_ + "/tmp")) sys::remove_tree(dir_ + "/tmp/" + e.name);
+}
+
+// Another process (`pitbox run` making busybox) may change the index too: every change is a
+// read-modify-write of the file under an exclusive lock.
+class ImageStore::IndexLock {
+ public:
+  explicit IndexLock(ImageStore& store) {
+    store.ensure_dirs();
+    std::string path = store.dir_ + "/index.lock";
+    fd_ = sys::UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd_) throw_errno("open " + path);
+    while (::flock(fd_.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) throw_errno("lock " + path);
+    }
+    store.load_index();
+  }
+
+ private:
+  sys::UniqueFd fd_;  // closing it unlocks
+};
+
+void ImageStore::load_index() {
+  images_.clear();
+  tags_.clear();
   std::string path = dir_ + "/index.json";
   if (!sys::exists(path)) return;
   json doc = json::parse(sys::read_file(path), nullptr, false);
@@ -196,6 +225,7 @@ std::string ImageStore::layer_path(const std::string& diff_id) const {
 }
 
 std::string ImageStore::make_tmp_dir(const std::string& what) {
+  ensure_dirs();
   std::string d = dir_ + "/tmp/" + what + "-" + sys::random_base32(10);
   if (::mkdir(d.c_str(), 0700) != 0) throw_errno("mkdir " + d);
   return d;
@@ -238,6 +268,10 @@ std::string ImageStore::resolve(const std::string& ref) {
   if (ref == "busybox" || ref == "busybox:latest") return ensure_busybox();
   std::lock_guard lock(mu_);
   std::string id = find(ref);
+  if (id.empty()) {
+    load_index();  // another process may have added it
+    id = find(ref);
+  }
   if (id.empty()) {
     std::string known;
     size_t n = 0;
@@ -361,6 +395,7 @@ std::string ImageStore::tag(const std::string& ref, const std::string& new_tag) 
   std::string id = resolve(ref);
   if (id == "host") throw invalid_argument("the built-in host image cannot be tagged");
   std::lock_guard lock(mu_);
+  IndexLock index(*this);
   if (!images_.count(id)) throw not_found("image \"" + ref + "\" not found");
   tags_[tag] = id;
   save_index();
@@ -371,6 +406,7 @@ ImageStore::Removed ImageStore::remove(const std::string& ref, const InUse& in_u
   if (ref == "host") throw invalid_argument("the built-in host image cannot be removed");
   std::string id = resolve(ref);
   std::lock_guard lock(mu_);
+  IndexLock index(*this);
   Removed out;
   std::string tag;
   if (ref.rfind("sha256:", 0) != 0) {
@@ -408,6 +444,7 @@ ImageStore::Removed ImageStore::remove(const std::string& ref, const InUse& in_u
 
 ImageStore::Pruned ImageStore::prune(const InUse& in_use) {
   std::lock_guard lock(mu_);
+  IndexLock index(*this);
   Pruned out;
   std::set<std::string> tagged;
   for (const auto& [t, id] : tags_) tagged.insert(id);
@@ -472,7 +509,10 @@ std::pair<size_t, uint64_t> ImageStore::collect_garbage() {
 std::string ImageStore::put_blob(std::string_view data) {
   std::string digest = "sha256:" + sys::sha256_hex(data);
   std::string path = blob_path(digest);
-  if (!sys::exists(path)) sys::write_file_atomic(path, data, 0600);
+  if (!sys::exists(path)) {
+    ensure_dirs();
+    sys::write_file_atomic(path, data, 0600);
+  }
   return digest;
 }
 
@@ -559,6 +599,7 @@ std::string ImageStore::register_manifest(const std::string& manifest,
   }
   std::string id = put_blob(manifest);
   std::lock_guard lock(mu_);
+  IndexLock index(*this);
   if (!images_.count(id)) {
     int64_t created = parse_created(config);
     images_[id] = {id, created ? created : sys::now_ms()};

@@ -5,7 +5,7 @@
 //   images/blobs/sha256/<hex>    layer archives, configs and manifests, as imported or made
 //   images/layers/sha256/<hex>   unpacked layers by diff id (read-only lower layers of boxes)
 //   images/index.json            the images (manifest digests) and their tags
-//   images/tmp/                  work in progress (emptied at start)
+//   images/tmp/                  work in progress (emptied when the daemon starts)
 //
 // "busybox" is made from the host's static busybox on first use and stored like any image.
 #pragma once
@@ -131,6 +131,9 @@ class ImageStore {
   // `docker load` takes it) to `out_fd`.
   void export_archive(const std::string& ref, int out_fd);
 
+  // For the daemon, at start: makes the store's directories and removes what a crashed daemon
+  // left half made in images/tmp (never done by `pitbox run`, which may run beside a daemon).
+  void prepare();
   // A new, empty directory under images/tmp for work in progress; the caller removes it.
   std::string make_tmp_dir(const std::string& what);
   const std::string& dir() const { return dir_; }
@@ -146,8 +149,10 @@ class ImageStore {
   };
   Image builtin_host();
   std::string ensure_busybox();
-  void load_index();
-  void save_index();  // under mu_
+  class IndexLock;
+  void ensure_dirs();
+  void load_index();  // replaces images_ and tags_ with the file's (under mu_)
+  void save_index();  // under mu_ and an IndexLock
   // The id `ref` names, under mu_; "" when none.
   std::string find(const std::string& ref) const;
   Image load(const std::string& id);

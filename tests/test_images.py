@@ -168,6 +168,21 @@ class ManageTest(ImageTestCase):
         self.assertEqual(len(self.layer_dirs()), layers_before - 1)
         self.assertEqual(self.ok("GET", "/v1/images/keep:2")["id"], info2["id"])
 
+    def test_pitbox_run_beside_the_daemon_loses_no_tag(self):
+        a, info = oci_layout([Layer().busybox().tar_bytes()], tag="beside:1")
+        self.import_file(a.tar(os.path.join(self.tmp, "b.tar")))
+        self.ok("DELETE", "/v1/images/busybox")
+        # A one-shot box of the same state directory makes busybox again, in its own process.
+        code, out, err = self.run_box("--image", "busybox", "--", "echo", "made")
+        self.assertEqual((code, out), (0, "made\n"), err)
+        # The daemon changes the index after that: both its image and busybox stay.
+        self.ok("POST", "/v1/images/beside:1/tag", {"tag": "beside:2"})
+        with open(os.path.join(self.env.state, "images", "index.json")) as f:
+            tags = json.load(f)["tags"]
+        self.assertEqual(tags["beside:2"], info["id"])
+        self.assertIn("busybox:latest", tags)
+        self.assertEqual(self.ok("GET", "/v1/images/busybox")["id"], tags["busybox:latest"])
+
     def test_bad_names_and_refs(self):
         self.assertEqual(self.api("GET", "/v1/images/nope:1").status, 404)
         r = self.api("POST", "/v1/images/busybox/tag", {"tag": "Bad Name"})
