@@ -24,8 +24,9 @@ class ClientCommands {
 // Adds the commands to `app`; the object holds their options and must outlive the parse.
 std::unique_ptr<ClientCommands> add_client_commands(CLI::App& app, GlobalOptions& global);
 
-// The image commands (pitbox image ...).
-std::unique_ptr<ClientCommands> add_image_commands(CLI::App& app, GlobalOptions& global);
+// The image commands (pitbox image ...); without `full`, only the `image` command itself (for
+// --help), whose subcommands are added when the command line names it.
+std::unique_ptr<ClientCommands> add_image_commands(CLI::App& app, GlobalOptions& global, bool full);
 
 // The API's address and key: --url/--key, else PITBOX_API_URL/PITBOX_API_KEY, else the local
 // daemon and its admin key. unauthenticated when there is no key.

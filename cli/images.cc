@@ -29,8 +29,9 @@ std::string short_id(const std::string& id) {
 
 class ImageCommands final : public ClientCommands {
  public:
-  ImageCommands(CLI::App& app, GlobalOptions& global) : global_(global) {
+  ImageCommands(CLI::App& app, GlobalOptions& global, bool full) : global_(global) {
     image_ = app.add_subcommand("image", "Manage images: ls, inspect, build, import, export...");
+    if (!full) return;
     image_->require_subcommand(1);
     auto sub = [this](const char* name, const char* help) {
       CLI::App* s = image_->add_subcommand(name, help);
@@ -284,7 +285,9 @@ class ImageCommands final : public ClientCommands {
   }
 
   GlobalOptions& global_;
-  CLI::App *image_, *ls_, *inspect_, *rm_, *tag_, *prune_, *import_, *export_, *build_, *base_;
+  CLI::App* image_;
+  CLI::App *ls_ = nullptr, *inspect_ = nullptr, *rm_ = nullptr, *tag_ = nullptr, *prune_ = nullptr,
+           *import_ = nullptr, *export_ = nullptr, *build_ = nullptr, *base_ = nullptr;
   std::string url_, key_, ref_, new_tag_, source_, output_, dockerfile_;
   std::vector<std::string> refs_, tags_, build_args_;
   bool json_ = false, quiet_ = false, no_cache_ = false, rebuild_ = false;
@@ -292,8 +295,9 @@ class ImageCommands final : public ClientCommands {
 
 }  // namespace
 
-std::unique_ptr<ClientCommands> add_image_commands(CLI::App& app, GlobalOptions& global) {
-  return std::make_unique<ImageCommands>(app, global);
+std::unique_ptr<ClientCommands> add_image_commands(CLI::App& app, GlobalOptions& global,
+                                                   bool full) {
+  return std::make_unique<ImageCommands>(app, global, full);
 }
 
 }  // namespace pitbox::cli

@@ -44,7 +44,13 @@ int main(int argc, char** argv) {
   run_cmd->allow_extras();
 
   auto client_commands = pitbox::cli::add_client_commands(app, global);
-  auto image_commands = pitbox::cli::add_image_commands(app, global);
+  // The image commands' options are only made when the command line asks for them: making
+  // CLI11 objects touches fresh memory, and page faults are what `pitbox run` costs most.
+  bool image_asked = false;
+  for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
+    image_asked = image_asked || std::strcmp(argv[i], "image") == 0;
+  }
+  auto image_commands = pitbox::cli::add_image_commands(app, global, image_asked);
 
   // "pitbox run [OPTIONS] -- COMMAND...": everything after the first "--" is the command, even
   // words that look like options. CLI11 only sees what comes before it.

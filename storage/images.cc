@@ -131,8 +131,11 @@ json ImageInfo::to_json() const {
 // The store
 
 ImageStore::ImageStore(std::string state_dir)
-    : state_dir_(std::move(state_dir)), dir_(state_dir_ + "/images") {
-  load_index();
+    : state_dir_(std::move(state_dir)), dir_(state_dir_ + "/images") {}
+
+void ImageStore::need_index() {
+  // Read on first need: a `pitbox run` of the host image never reads it.
+  if (!index_loaded_) load_index();
 }
 
 std::string ImageStore::normalize_tag(const std::string& tag) {
@@ -195,6 +198,7 @@ class ImageStore::IndexLock {
 void ImageStore::load_index() {
   images_.clear();
   tags_.clear();
+  index_loaded_ = true;
   std::string path = dir_ + "/index.json";
   if (!sys::exists(path)) return;
   json doc = json::parse(sys::read_file(path), nullptr, false);
@@ -231,8 +235,9 @@ std::string ImageStore::make_tmp_dir(const std::string& what) {
   return d;
 }
 
-std::string ImageStore::find(const std::string& ref) const {
+std::string ImageStore::find(const std::string& ref) {
   if (ref.empty()) return "";
+  need_index();
   std::string hex = ref.rfind("sha256:", 0) == 0 ? ref.substr(7) : "";
   if (!hex.empty() || (ref.size() >= 12 && ref.size() <= 64 && is_hex(ref))) {
     if (hex.empty()) hex = ref;
@@ -254,6 +259,7 @@ std::string ImageStore::find(const std::string& ref) const {
 std::vector<std::string> ImageStore::names() {
   std::vector<std::string> out = {"host", "busybox"};
   std::lock_guard lock(mu_);
+  need_index();
   for (const auto& [tag, id] : tags_) {
     std::string short_name = tag.size() > 7 && tag.compare(tag.size() - 7, 7, ":latest") == 0
                                  ? tag.substr(0, tag.size() - 7)
@@ -359,6 +365,7 @@ ImageInfo ImageStore::info(const std::string& id) {
   i.config = config_from_oci(d.config);
   for (const auto& l : d.layers) i.size += l.size;
   std::lock_guard lock(mu_);
+  need_index();
   for (const auto& [tag, tid] : tags_)
     if (tid == id) i.tags.push_back(tag);
   if (auto it = images_.find(id); it != images_.end()) i.created_ms = it->second.created_ms;
@@ -372,6 +379,7 @@ std::vector<ImageInfo> ImageStore::list() {
   std::vector<std::pair<int64_t, std::string>> ids;
   {
     std::lock_guard lock(mu_);
+    need_index();
     for (const auto& [id, e] : images_) ids.push_back({e.created_ms, id});
   }
   std::sort(ids.begin(), ids.end(), std::greater<>());
@@ -698,6 +706,7 @@ std::string ImageStore::ensure_busybox() {
   std::string current;
   {
     std::lock_guard lock(mu_);
+    need_index();
     auto it = tags_.find("busybox:latest");
     if (it != tags_.end()) current = it->second;
     if (!current.empty() && now - busybox_checked_ < kRecheck) return current;

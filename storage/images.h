@@ -154,7 +154,8 @@ class ImageStore {
   void load_index();  // replaces images_ and tags_ with the file's (under mu_)
   void save_index();  // under mu_ and an IndexLock
   // The id `ref` names, under mu_; "" when none.
-  std::string find(const std::string& ref) const;
+  std::string find(const std::string& ref);
+  void need_index();  // under mu_
   Image load(const std::string& id);
   // Registers the manifest `manifest` (whose config and layers are in the store) with `tags`.
   std::string register_manifest(const std::string& manifest, const std::vector<std::string>& tags);
@@ -171,8 +172,9 @@ class ImageStore {
   std::mutex mu_;
   std::map<std::string, Entry> images_;      // by id
   std::map<std::string, std::string> tags_;  // "name:tag" -> id
-  std::set<std::string> pinned_layers_;      // being added: prune leaves them alone
-  std::map<std::string, Image> loaded_;      // by id (images never change)
+  bool index_loaded_ = false;
+  std::set<std::string> pinned_layers_;  // being added: prune leaves them alone
+  std::map<std::string, Image> loaded_;  // by id (images never change)
   // The host image checked a moment ago: a burst of creates checks once.
   std::optional<std::pair<Image, std::chrono::steady_clock::time_point>> host_;
   std::chrono::steady_clock::time_point busybox_checked_;
