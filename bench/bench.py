@@ -1,8 +1,9 @@
 """Benchmarks of pitbox against bubblewrap and runc, timed with hyperfine in the same run.
 
 Start-up: a one-shot box that runs /bin/true and is gone again, the same as `bwrap --unshare-all`
-and `runc run` do it. Then the daemon through its HTTP API (api_bench.py). Results are reported
-as mean, median, p95 and ratios; docs/benchmarks.md keeps the figures of a reference run.
+and `runc run` do it. Then the daemon through its HTTP API (api_bench.py) and images
+(image_bench.py). Results are reported as mean, median, p95 and ratios; docs/benchmarks.md keeps
+the figures of a reference run.
 """
 
 import argparse
@@ -15,6 +16,7 @@ import sys
 import tempfile
 
 import api_bench
+import image_bench
 
 
 def hyperfine(commands, runs, warmup, env=None):
@@ -59,6 +61,8 @@ def main():
     ap.add_argument("--pitbox", required=True)
     ap.add_argument("--report", required=True)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--no-base", action="store_true",
+                    help="do not time the Debian base image build (about 90 s)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="pitbox-bench-")
@@ -100,6 +104,7 @@ def main():
         lines.append("| %s | %.2f | %.2f | %.2f | %.2fx |" % (name, r["mean"], r["p50"], r["p95"],
                                                               r["mean"] / base))
     report = "\n".join(lines) + "\n\n" + api_bench.run(args.pitbox)
+    report += "\n" + image_bench.run(args.pitbox, base=not args.no_base)
     with open(args.report, "w") as f:
         f.write(report)
     sys.stdout.write(report)
