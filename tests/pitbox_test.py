@@ -156,6 +156,10 @@ class PitboxTestCase(unittest.TestCase):
         """Ids of boxes that may outlive a test (a daemon's pool)."""
         return set()
 
+    def kept_mounts(self):
+        """Mount points of the test's own making that may outlive a test."""
+        return set()
+
     def assert_nothing_left(self):
         deadline = time.time() + 5
         while True:
@@ -168,7 +172,8 @@ class PitboxTestCase(unittest.TestCase):
             if os.path.isdir(one_shot) and os.listdir(one_shot):
                 problems.append("run directories: %s" % os.listdir(one_shot))
             with open("/proc/self/mountinfo") as f:
-                mounts = [l for l in f if self.env.state in l or self.env.run_dir in l]
+                mounts = [l for l in f if (self.env.state in l or self.env.run_dir in l) and
+                          l.split()[4] not in self.kept_mounts()]
             if mounts:
                 problems.append("mounts: %s" % mounts)
             procs = [p for p in box_processes() if not in_boxes(p, kept)]

@@ -9,7 +9,7 @@ import tempfile
 import time
 import unittest
 
-from daemon import DaemonTestCase, q
+from daemon import Daemon, DaemonTestCase, q
 from oci_util import Layer, compress, docker_save, oci_layout, sha256
 
 
@@ -398,6 +398,65 @@ CMD ["sh", "-c", "cat built.txt"]
         bad = Layer().file("../x", "x", parents=False).tar_bytes()
         r = self.api("POST", "/v1/build-contexts", raw=bad)
         self.assertEqual(r.status, 400, r)
+
+
+class FullDiskTest(ImageTestCase):
+    """The store on a small filesystem (a 24 MiB tmpfs over <state>/images, mounted before the
+    daemon starts): an upload or an import that does not fit is refused as resource_exhausted,
+    registers nothing, and leaves no file behind; what fits still imports afterwards."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(DaemonTestCase, cls).setUpClass()  # an Env; the daemon comes below
+        cls.images_dir = os.path.join(cls.env.state, "images")
+        os.makedirs(cls.images_dir, mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "pitbox-test-full",
+                        cls.images_dir], check=True)
+        try:
+            cls.daemon = Daemon(cls.env).start()
+        except BaseException:
+            subprocess.run(["umount", cls.images_dir])
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.daemon:
+                cls.daemon.stop()
+        finally:
+            subprocess.run(["umount", cls.images_dir], check=True)
+            super(DaemonTestCase, cls).tearDownClass()
+
+    def kept_mounts(self):
+        return {self.images_dir}
+
+    def used(self):
+        st = os.statvfs(self.images_dir)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def random_image(self, size, name):
+        layer = Layer().busybox().file("blob", os.urandom(size))
+        a, _ = oci_layout([layer.tar_bytes()], compressions=["none"], tag=name + ":1")
+        return a.tar(os.path.join(self.tmp, name + ".tar"))
+
+    def test_an_image_that_does_not_fit(self):
+        before_images, before_layers, before_used = self.image_ids(), self.layer_dirs(), self.used()
+        # The upload fits (8 MiB), its blob too, its unpacked layer no longer does.
+        for size, name in ((8 << 20, "unpacks-too-big"), (30 << 20, "upload-too-big")):
+            with open(self.random_image(size, name), "rb") as f:
+                data = f.read()
+            try:
+                r = self.api("POST", "/v1/images/import", raw=data)
+            except (BrokenPipeError, ConnectionResetError):
+                r = None  # the daemon answered before it read everything, and closed
+            if r is not None:
+                self.assertEqual((r.status, r.error_code), (429, "resource_exhausted"), r)
+                self.assertIn("No space left", r.json()["error"]["message"])
+            self.assertEqual(self.image_ids(), before_images)
+            self.assertEqual(self.layer_dirs(), before_layers)
+            self.assertLessEqual(self.used(), before_used + (64 << 10))
+        # Space is back: a small image imports.
+        self.import_file(self.random_image(1 << 20, "fits"), status=201)
 
 
 if __name__ == "__main__":
