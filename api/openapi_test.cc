@@ -18,6 +18,8 @@ class NoNode final : public node::NodeClient {
   asio::awaitable<json> create(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<json> start(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<void> reconfigure(const node::BoxConfig&) override { co_return; }
+  asio::awaitable<void> pause(const std::string&) override { co_return; }
+  asio::awaitable<void> resume(const std::string&) override { co_return; }
   asio::awaitable<void> stop(const std::string&, std::chrono::milliseconds) override { co_return; }
   asio::awaitable<void> destroy(const std::string&) override { co_return; }
   asio::awaitable<bool> recover(const node::BoxConfig&, const json&, bool) override {

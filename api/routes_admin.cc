@@ -21,7 +21,7 @@ std::string render_metrics(Services& s) {
   std::map<std::string, int> by_state;
   for (auto st : {control::State::creating, control::State::started, control::State::stopping,
                   control::State::stopped, control::State::starting, control::State::error,
-                  control::State::destroying}) {
+                  control::State::destroying, control::State::paused}) {
     by_state[std::string(control::to_string(st))] = 0;
   }
   auto all = s.sandboxes.all();
@@ -38,6 +38,14 @@ std::string render_metrics(Services& s) {
                                          "Time from a create request to a sandbox ready to exec.");
   out += s.metrics.exec_seconds.render("pitbox_exec_seconds",
                                        "Time of one-shot execs, from request to exit.");
+  out +=
+      "# HELP pitbox_sandbox_operation_seconds Time of sandbox operations (pause, resume, "
+      "resize, snapshot, restore, fork, archive, unarchive).\n"
+      "# TYPE pitbox_sandbox_operation_seconds histogram\n";
+  for (const auto& [op, h] : s.metrics.operations) {
+    out += h.render("pitbox_sandbox_operation_seconds", "",
+                    "op=\"" + control::prometheus_label(op) + "\"");
+  }
   out +=
       "# HELP pitbox_http_responses_total HTTP responses by status.\n"
       "# TYPE pitbox_http_responses_total counter\n";

@@ -39,10 +39,11 @@ class FileRoutes {
   }
 
  private:
-  std::shared_ptr<node::Channel> channel(Request& r) {
-    auto [sb, ch] = s_.sandboxes.running(r.params.at("id"));
+  asio::awaitable<std::shared_ptr<node::Channel>> channel(Request& r) {
+    std::string id = r.params.at("id");
+    auto [sb, ch] = co_await s_.sandboxes.reach(id, r.query_flag("auto_resume"));
     r.target = sb.id;
-    return ch;
+    co_return ch;
   }
 
   asio::awaitable<json> stat_entry(node::Channel& ch, const std::string& path, bool follow) {
@@ -55,7 +56,7 @@ class FileRoutes {
     std::string path = required_path(r);
     auto offset = static_cast<uint64_t>(r.query_int("offset", 0, 0, INT64_MAX));
     int64_t length = r.query_int("length", -1, -1, INT64_MAX);
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     auto reader = co_await ch->read_file(path, offset, length);
     uint64_t size = reader->info().size;
     uint64_t expected = offset >= size ? 0 : size - offset;
@@ -72,7 +73,7 @@ class FileRoutes {
     std::string path = required_path(r);
     std::optional<uint32_t> mode;
     if (std::string m = r.query_value("mode"); !m.empty()) mode = control::parse_mode(m, "mode");
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     auto upload = co_await control::Upload::begin(ch, path, mode);
     co_await r.read_body_stream(
         [&](std::string_view data) -> asio::awaitable<void> { co_await upload->write(data); });
@@ -84,7 +85,7 @@ class FileRoutes {
   asio::awaitable<void> remove(Request& r) {
     std::string path = required_path(r);
     bool recursive = r.query_flag("recursive");
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json remove_request = {{"op", "remove"}, {"path", path}, {"recursive", recursive}};
     co_await ch->call(remove_request);
     co_await send_empty(r, 204);
@@ -94,7 +95,7 @@ class FileRoutes {
     std::string path = required_path(r);
     int64_t limit = r.query_int("limit", 100, 1, 1000);
     std::string cursor = r.query_value("cursor");
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json request = {{"op", "list"}, {"path", path}, {"limit", limit}};
     if (!cursor.empty()) request["after"] = cursor;
     json page = co_await ch->call(request);
@@ -111,7 +112,7 @@ class FileRoutes {
   asio::awaitable<void> stat(Request& r) {
     std::string path = required_path(r);
     bool follow = r.query_flag("follow");
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json entry = co_await stat_entry(*ch, path, follow);
     co_await send_json(r, 200, entry);
   }
@@ -122,7 +123,7 @@ class FileRoutes {
     std::string path = control::check_path(body.value("path", json()), "path");
     uint32_t mode = body.contains("mode") ? control::parse_mode(body["mode"], "mode") : 0755;
     bool parents = bool_field(body, "parents", true);
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json mkdir_request = {{"op", "mkdir"}, {"path", path}, {"mode", mode}, {"parents", parents}};
     co_await ch->call(mkdir_request);
     json entry = co_await stat_entry(*ch, path, false);
@@ -135,7 +136,7 @@ class FileRoutes {
     std::string from = control::check_path(body.value("from", json()), "from");
     std::string to = control::check_path(body.value("to", json()), "to");
     bool overwrite = bool_field(body, "overwrite", false);
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json rename_request = {{"op", "rename"}, {"from", from}, {"to", to}, {"overwrite", overwrite}};
     co_await ch->call(rename_request);
     json entry = co_await stat_entry(*ch, to, false);
@@ -148,7 +149,7 @@ class FileRoutes {
     std::string path = control::check_path(body.value("path", json()), "path");
     if (!body.contains("mode")) throw invalid_argument("\"mode\" is required", {{"field", "mode"}});
     uint32_t mode = control::parse_mode(body["mode"], "mode");
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json chmod_request = {{"op", "chmod"}, {"path", path}, {"mode", mode}};
     co_await ch->call(chmod_request);
     json entry = co_await stat_entry(*ch, path, false);
@@ -172,7 +173,7 @@ class FileRoutes {
     if (!body.contains("uid") && !body.contains("gid")) {
       throw invalid_argument("give \"uid\", \"gid\" or both");
     }
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     co_await ch->call(request);
     json entry = co_await stat_entry(*ch, path, false);
     co_await send_json(r, 200, entry);
@@ -196,7 +197,7 @@ class FileRoutes {
       }
       request["type"] = type;
     }
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json result = co_await ch->call(request);
     json answer = {{"items", result["matches"]}, {"truncated", result["truncated"]}};
     co_await send_json(r, 200, answer);
@@ -216,7 +217,7 @@ class FileRoutes {
                     {"limit", r.query_int("limit", 1000, 1, 100000)},
                     {"max_depth", r.query_int("max_depth", 64, 0, 256)}};
     if (std::string glob = r.query_value("glob"); !glob.empty()) request["glob"] = glob;
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     json result = co_await ch->call(request);
     json answer = {{"items", result["matches"]}, {"truncated", result["truncated"]}};
     co_await send_json(r, 200, answer);
@@ -224,7 +225,7 @@ class FileRoutes {
 
   asio::awaitable<void> tar_out(Request& r) {
     std::string path = required_path(r);
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     // Fails before the answer starts when the path does not exist.
     json stat_request = {{"op", "stat"}, {"path", path}, {"follow", true}};
     co_await ch->call(stat_request);
@@ -237,7 +238,7 @@ class FileRoutes {
 
   asio::awaitable<void> tar_in(Request& r) {
     std::string path = required_path(r);
-    auto ch = channel(r);
+    auto ch = co_await channel(r);
     // The archive is kept on the host while it comes in (an unnamed file, gone on any exit),
     // then unpacked into the box.
     sys::make_dirs(s_.tmp_dir, 0700);

@@ -64,6 +64,9 @@ class SandboxRoutes {
     router.add(V::delete_, "/v1/sandboxes/{id}", Access::user, bind(&SandboxRoutes::remove));
     router.add(V::post, "/v1/sandboxes/{id}/start", Access::user, bind(&SandboxRoutes::start));
     router.add(V::post, "/v1/sandboxes/{id}/stop", Access::user, bind(&SandboxRoutes::stop));
+    router.add(V::post, "/v1/sandboxes/{id}/pause", Access::user, bind(&SandboxRoutes::pause));
+    router.add(V::post, "/v1/sandboxes/{id}/resume", Access::user, bind(&SandboxRoutes::resume));
+    router.add(V::post, "/v1/sandboxes/{id}/resize", Access::user, bind(&SandboxRoutes::resize));
     router.add(V::put, "/v1/sandboxes/{id}/labels", Access::user, bind(&SandboxRoutes::labels));
     router.add(V::post, "/v1/sandboxes/{id}/exec", Access::user, bind(&SandboxRoutes::exec));
     router.add(V::post, "/v1/sandboxes/{id}/sessions", Access::user,
@@ -139,6 +142,25 @@ class SandboxRoutes {
     co_await send_json(r, 200, stopped.to_api());
   }
 
+  asio::awaitable<void> pause(Request& r) {
+    Sandbox sb = box(r);
+    Sandbox paused = co_await boxes().pause(sb.id);
+    co_await send_json(r, 200, paused.to_api());
+  }
+
+  asio::awaitable<void> resume(Request& r) {
+    Sandbox sb = box(r);
+    Sandbox resumed = co_await boxes().resume(sb.id);
+    co_await send_json(r, 200, resumed.to_api());
+  }
+
+  asio::awaitable<void> resize(Request& r) {
+    Sandbox sb = box(r);
+    json body = co_await r.read_json();
+    Sandbox resized = co_await boxes().resize(sb.id, body);
+    co_await send_json(r, 200, resized.to_api());
+  }
+
   asio::awaitable<void> labels(Request& r) {
     Sandbox sb = box(r);
     json body = co_await r.read_json();
@@ -150,7 +172,8 @@ class SandboxRoutes {
     bool stream = r.query_flag("stream");
     json body = co_await r.read_json();
     control::ExecRequest request = control::parse_exec(body, false);
-    auto [sb, channel] = boxes().running(r.params.at("id"));
+    std::string id = r.params.at("id");
+    auto [sb, channel] = co_await boxes().reach(id, r.query_flag("auto_resume"));
     r.target = sb.id;
     proto::SpawnRequest spawn = control::spawn_request(request, sb);
     auto started = std::chrono::steady_clock::now();
@@ -218,7 +241,8 @@ class SandboxRoutes {
   asio::awaitable<void> session_create(Request& r) {
     json body = co_await r.read_json();
     control::ExecRequest request = control::parse_exec(body, true);
-    json session = co_await boxes().start_session(r.params.at("id"), request);
+    std::string id = r.params.at("id");
+    json session = co_await boxes().start_session(id, request, r.query_flag("auto_resume"));
     r.target = boxes().get(r.params.at("id")).id + "/" + session["id"].get<std::string>();
     co_await send_json(r, 201, session);
   }

@@ -71,7 +71,8 @@ asio::awaitable<void> terminal(Services& s, Request& r) {
     throw invalid_argument("query parameter \"cwd\" must be an absolute path", {{"field", "cwd"}});
   }
   request.user = r.query_value("user");
-  auto [sb, channel] = s.sandboxes.running(r.params.at("id"));
+  std::string id = r.params.at("id");
+  auto [sb, channel] = co_await s.sandboxes.reach(id, r.query_flag("auto_resume"));
   r.target = sb.id;
   proto::SpawnRequest spawn = control::spawn_request(request, sb);
   spawn.rows = rows;

@@ -15,19 +15,24 @@ void Histogram::observe(double seconds) {
   sum_ += seconds;
 }
 
-std::string Histogram::render(const std::string& name, const std::string& help) const {
-  std::string out = "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+std::string Histogram::render(const std::string& name, const std::string& help,
+                              const std::string& label) const {
+  std::string out =
+      help.empty() ? "" : "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  std::string sep = label.empty() ? "" : label + ",";
+  std::string own = label.empty() ? "" : "{" + label + "}";
   uint64_t cumulative = 0;
-  char line[256];
+  char line[512];
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cumulative += counts_[i];
-    std::snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %llu\n", name.c_str(), bounds_[i],
-                  static_cast<unsigned long long>(cumulative));
+    std::snprintf(line, sizeof line, "%s_bucket{%sle=\"%g\"} %llu\n", name.c_str(), sep.c_str(),
+                  bounds_[i], static_cast<unsigned long long>(cumulative));
     out += line;
   }
-  std::snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n",
-                name.c_str(), static_cast<unsigned long long>(count_), name.c_str(), sum_,
-                name.c_str(), static_cast<unsigned long long>(count_));
+  std::snprintf(line, sizeof line,
+                "%s_bucket{%sle=\"+Inf\"} %llu\n%s_sum%s %.6f\n%s_count%s %llu\n", name.c_str(),
+                sep.c_str(), static_cast<unsigned long long>(count_), name.c_str(), own.c_str(),
+                sum_, name.c_str(), own.c_str(), static_cast<unsigned long long>(count_));
   out += line;
   return out;
 }

@@ -13,8 +13,10 @@ class Histogram {
   explicit Histogram(std::vector<double> bounds)
       : bounds_(std::move(bounds)), counts_(bounds_.size()) {}
   void observe(double seconds);
-  // The lines of a Prometheus histogram called `name`.
-  std::string render(const std::string& name, const std::string& help) const;
+  // The lines of a Prometheus histogram called `name` (without its HELP and TYPE lines when
+  // `help` is empty), its series labelled with `label` ("op=\"pause\"") when given.
+  std::string render(const std::string& name, const std::string& help,
+                     const std::string& label = "") const;
 
  private:
   std::vector<double> bounds_;
@@ -25,6 +27,14 @@ class Histogram {
 
 struct Metrics {
   Histogram create_seconds{{0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}};
+  // Durations of sandbox operations by name (pause, resume, resize, snapshot, fork, ...).
+  std::map<std::string, Histogram> operations;
+  Histogram& operation_seconds(const std::string& op) {
+    return operations
+        .try_emplace(op, std::vector<double>{0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                             1, 5, 30})
+        .first->second;
+  }
   Histogram exec_seconds{{0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30}};
   std::map<int, uint64_t> http_responses;  // by status code
 };

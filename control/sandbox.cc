@@ -13,9 +13,9 @@ using nlohmann::json;
 namespace {
 
 constexpr std::pair<State, std::string_view> kStates[] = {
-    {State::creating, "creating"},    {State::started, "started"},   {State::stopping, "stopping"},
-    {State::stopped, "stopped"},      {State::starting, "starting"}, {State::error, "error"},
-    {State::destroying, "destroying"}};
+    {State::creating, "creating"},     {State::started, "started"},   {State::stopping, "stopping"},
+    {State::stopped, "stopped"},       {State::starting, "starting"}, {State::error, "error"},
+    {State::destroying, "destroying"}, {State::paused, "paused"}};
 
 Error bad(const std::string& field, const std::string& why) {
   return invalid_argument("\"" + field + "\" " + why, {{"field", field}});
@@ -164,6 +164,37 @@ void validate_name(const std::string& name) {
   if (name.rfind("sb-", 0) == 0 && name.size() == 15) throw fail("looks like a sandbox id");
 }
 
+void parse_resources(const json& body, const Capabilities& caps, SandboxSpec& s) {
+  if (auto it = body.find("cpus"); it != body.end() && !it->is_null()) {
+    if (!it->is_number() || it->get<double>() <= 0)
+      throw bad("cpus", "must be a number of CPUs above 0");
+    double cpus = it->get<double>();
+    if (cpus > static_cast<double>(caps.online_cpus)) {
+      throw bad("cpus",
+                "is more than the " + std::to_string(caps.online_cpus) + " CPUs of this node");
+    }
+    s.millicpus = static_cast<uint64_t>(std::llround(cpus * 1000));
+    if (*s.millicpus < 10) throw bad("cpus", "must be at least 0.01");
+  }
+  if (auto v = size_field(body, "memory", 6ull << 20)) s.memory = v;
+  if (auto v = whole_number(body, "pids", 2, 4194304)) s.pids = v;
+  if (auto v = size_field(body, "disk", 1ull << 20)) {
+    if (!caps.disk_quota) {
+      throw bad("disk", "limits need a storage driver with quotas; this node's driver (" +
+                            caps.storage_driver + ") has none (pitbox serve --storage btrfs)");
+    }
+    s.disk = v;
+  }
+}
+
+SandboxSpec parse_resize(const json& body, const Capabilities& caps, SandboxSpec spec) {
+  check_object(body, {"cpus", "memory", "pids", "disk"}, "the request");
+  if (body.empty())
+    throw invalid_argument("a resize names at least one of cpus, memory, pids, disk");
+  parse_resources(body, caps, spec);
+  return spec;
+}
+
 SandboxSpec parse_create(const json& body, const Capabilities& caps) {
   check_object(body,
                {"image", "name", "labels", "env", "cpus", "memory", "pids", "disk", "workdir",
@@ -188,23 +219,7 @@ SandboxSpec parse_create(const json& body, const Capabilities& caps) {
                         "1 to 63 of letters, digits, '.', '_', '-', '/'");
   s.env = string_map(body, "env", 256, 128 << 10, valid_env_key,
                      "letters, digits and '_', not starting with a digit");
-  if (auto it = body.find("cpus"); it != body.end() && !it->is_null()) {
-    if (!it->is_number() || it->get<double>() <= 0)
-      throw bad("cpus", "must be a number of CPUs above 0");
-    double cpus = it->get<double>();
-    if (cpus > static_cast<double>(caps.online_cpus)) {
-      throw bad("cpus",
-                "is more than the " + std::to_string(caps.online_cpus) + " CPUs of this node");
-    }
-    s.millicpus = static_cast<uint64_t>(std::llround(cpus * 1000));
-    if (*s.millicpus < 10) throw bad("cpus", "must be at least 0.01");
-  }
-  s.memory = size_field(body, "memory", 6ull << 20);
-  s.pids = whole_number(body, "pids", 2, 4194304);
-  s.disk = size_field(body, "disk", 1ull << 20);
-  if (s.disk)
-    throw bad("disk",
-              "limits need a storage driver with quotas; this node's driver (overlay) has none");
+  parse_resources(body, caps, s);
   s.workdir = string_field(body, "workdir");
   if (!s.workdir.empty() && s.workdir[0] != '/') throw bad("workdir", "must be an absolute path");
   s.user = string_field(body, "user");

@@ -16,7 +16,7 @@
 
 namespace pitbox::control {
 
-enum class State { creating, started, stopping, stopped, starting, error, destroying };
+enum class State { creating, started, stopping, stopped, starting, error, destroying, paused };
 std::string_view to_string(State s);
 std::optional<State> state_from_string(std::string_view s);
 
@@ -49,12 +49,17 @@ struct Capabilities {
   // The id of the image a reference names (not_found when none); by default the reference.
   std::function<std::string(const std::string&)> resolve_image;
   std::vector<std::string> runtimes = {"container"};
+  std::string storage_driver = "overlay";
+  bool disk_quota = false;  // the storage driver limits a box's disk
   uint64_t online_cpus = 1;
 };
 
 // Parses and checks a create request. Unknown fields, wrong types and values out of range are
 // invalid_argument errors whose message and details name the field.
 SandboxSpec parse_create(const nlohmann::json& body, const Capabilities& caps);
+// `{"cpus", "memory", "pids", "disk"}` of POST .../resize: `spec` with what the body names
+// changed (at least one).
+SandboxSpec parse_resize(const nlohmann::json& body, const Capabilities& caps, SandboxSpec spec);
 // `{"labels": {...}}` of PUT .../labels.
 std::map<std::string, std::string> parse_labels_body(const nlohmann::json& body);
 // A label selector "k=v" of GET /v1/sandboxes?label=.

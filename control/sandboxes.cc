@@ -93,13 +93,33 @@ std::vector<Sandbox> Sandboxes::all() const {
   return out;
 }
 
-asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
+Capabilities Sandboxes::capabilities() const {
   Capabilities caps;
   caps.default_image = options_.default_image ? options_.default_image() : "host";
   caps.resolve_image = options_.resolve_image;
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   caps.online_cpus = cpus > 0 ? static_cast<uint64_t>(cpus) : 1;
-  SandboxSpec spec = parse_create(body, caps);
+  caps.storage_driver = options_.storage_driver;
+  caps.disk_quota = options_.disk_quota;
+  return caps;
+}
+
+Sandboxes::BusyGuard::BusyGuard(Sandboxes& owner, const Sandbox& s, const std::string& what)
+    : owner_(owner), id_(s.id) {
+  owner_.check_idle(s);
+  owner_.in_flight_[id_] = what;
+}
+
+void Sandboxes::check_idle(const Sandbox& s) const {
+  if (busy(s.state)) throw wrong_state(s, "idle (it is busy)");
+  if (auto it = in_flight_.find(s.id); it != in_flight_.end()) {
+    throw Error(ErrorCode::conflict, "sandbox " + s.id + " is busy (" + it->second + ")",
+                {{"state", to_string(s.state)}, {"busy", it->second}});
+  }
+}
+
+asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
+  SandboxSpec spec = parse_create(body, capabilities());
   if (options_.image_defaults) options_.image_defaults(spec);
   if (!spec.name.empty() && names_.count(spec.name)) {
     throw Error(ErrorCode::conflict, "a sandbox named \"" + spec.name + "\" already exists",
@@ -295,7 +315,7 @@ Sandboxes::Page Sandboxes::list(const std::vector<std::pair<std::string, std::st
 
 asio::awaitable<void> Sandboxes::remove(const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
-  if (busy(s.state)) throw wrong_state(s, "idle (it is busy)");
+  check_idle(s);
   co_await do_delete(s.id, "");
 }
 
@@ -332,7 +352,8 @@ asio::awaitable<void> Sandboxes::do_delete(std::string id, std::string why) {
 asio::awaitable<Sandbox> Sandboxes::stop(const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
   if (s.state == State::stopped) co_return s;
-  if (s.state != State::started) throw wrong_state(s, "started");
+  if (s.state != State::started && s.state != State::paused) throw wrong_state(s, "started");
+  check_idle(s);
   // `s` may be gone after the wait (an ephemeral sandbox is deleted when it stops).
   Sandbox last = s;
   co_await do_stop(last.id, "");
@@ -344,7 +365,11 @@ asio::awaitable<Sandbox> Sandboxes::stop(const std::string& id_or_name) {
 
 asio::awaitable<void> Sandboxes::do_stop(std::string id, std::string why) {
   auto it = boxes_.find(id);
-  if (it == boxes_.end() || it->second.state != State::started) co_return;
+  if (it == boxes_.end() ||
+      (it->second.state != State::started && it->second.state != State::paused) ||
+      in_flight_.count(id)) {
+    co_return;
+  }
   it->second.state = State::stopping;
   it->second.sessions = json::array();
   save(it->second);
@@ -379,6 +404,7 @@ asio::awaitable<Sandbox> Sandboxes::start(const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
   if (s.state == State::started) co_return s;
   if (s.state != State::stopped) throw wrong_state(s, "stopped");
+  check_idle(s);
   std::string id = s.id;
   s.state = State::starting;
   s.error.reset();
@@ -412,9 +438,86 @@ Sandbox Sandboxes::set_labels(const std::string& id_or_name,
   return s;
 }
 
+asio::awaitable<Sandbox> Sandboxes::pause(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (s.state == State::paused) co_return s;
+  if (s.state != State::started) throw wrong_state(s, "started");
+  std::string id = s.id;
+  BusyGuard guard(*this, s, "pausing");
+  auto began = std::chrono::steady_clock::now();
+  co_await node_.pause(id);
+  metrics_.operation_seconds("pause").observe(seconds_since(began));
+  Sandbox& again = boxes_.at(id);
+  again.state = State::paused;
+  save(again);
+  co_return again;
+}
+
+asio::awaitable<Sandbox> Sandboxes::resume(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (s.state == State::started) co_return s;
+  if (s.state != State::paused) throw wrong_state(s, "paused");
+  std::string id = s.id;
+  BusyGuard guard(*this, s, "resuming");
+  auto began = std::chrono::steady_clock::now();
+  co_await node_.resume(id);
+  metrics_.operation_seconds("resume").observe(seconds_since(began));
+  Sandbox& again = boxes_.at(id);
+  again.state = State::started;
+  again.last_activity_at = sys::now_ms();
+  save(again);
+  co_return again;
+}
+
+asio::awaitable<Sandbox> Sandboxes::resize(const std::string& id_or_name, const json& body) {
+  Sandbox& s = find(id_or_name);
+  SandboxSpec wanted = parse_resize(body, capabilities(), s.spec);
+  if (s.state != State::started && s.state != State::paused && s.state != State::stopped) {
+    throw wrong_state(s, "started, paused or stopped");
+  }
+  std::string id = s.id;
+  BusyGuard guard(*this, s, "resizing");
+  auto began = std::chrono::steady_clock::now();
+  if (s.state != State::stopped) {
+    if (body.contains("memory") && wanted.memory) {
+      uint64_t used = node_.stats(id).memory_bytes;
+      if (*wanted.memory < used) {
+        throw Error(ErrorCode::conflict,
+                    "sandbox " + id + " uses " + std::to_string(used) +
+                        " bytes of memory now, more than the " + std::to_string(*wanted.memory) +
+                        " asked for",
+                    {{"field", "memory"}, {"memory_used", used}});
+      }
+    }
+    Sandbox changed = s;
+    changed.spec = wanted;
+    co_await node_.reconfigure(config_for(changed));
+  }
+  metrics_.operation_seconds("resize").observe(seconds_since(began));
+  Sandbox& again = boxes_.at(id);
+  again.spec.millicpus = wanted.millicpus;
+  again.spec.memory = wanted.memory;
+  again.spec.pids = wanted.pids;
+  again.spec.disk = wanted.disk;
+  save(again);
+  audit("sandbox.resize", id);
+  co_return again;
+}
+
+asio::awaitable<std::pair<Sandbox, std::shared_ptr<node::Channel>>> Sandboxes::reach(
+    const std::string& id_or_name, bool auto_resume) {
+  if (auto_resume && find(id_or_name).state == State::paused) co_await resume(id_or_name);
+  co_return running(id_or_name);
+}
+
 std::pair<Sandbox, std::shared_ptr<node::Channel>> Sandboxes::running(
     const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
+  if (s.state == State::paused) {
+    throw Error(ErrorCode::conflict,
+                "sandbox " + s.id + " is paused: resume it first, or ask with auto_resume=true",
+                {{"state", "paused"}});
+  }
   if (s.state != State::started) throw wrong_state(s, "started");
   auto channel = node_.channel(s.id);
   if (!channel || channel->error()) {
@@ -427,8 +530,8 @@ std::pair<Sandbox, std::shared_ptr<node::Channel>> Sandboxes::running(
 }
 
 asio::awaitable<json> Sandboxes::start_session(const std::string& id_or_name,
-                                               const ExecRequest& request) {
-  auto [sb, channel] = running(id_or_name);
+                                               const ExecRequest& request, bool auto_resume) {
+  auto [sb, channel] = co_await reach(id_or_name, auto_resume);
   proto::SpawnRequest spawn = spawn_request(request, sb);
   spawn.stdin = true;  // input can be sent later
   auto process = co_await channel->spawn(std::move(spawn));
@@ -494,8 +597,9 @@ asio::awaitable<void> Sandboxes::recover() {
     std::optional<Error> failure;
     try {
       running = co_await node_.recover(config_for(s), s.location,
-                                       was == State::started || was == State::stopping ||
-                                           was == State::creating || was == State::starting);
+                                       was == State::started || was == State::paused ||
+                                           was == State::stopping || was == State::creating ||
+                                           was == State::starting);
     } catch (const Error& e) {
       failure = e;
     } catch (const std::exception& e) {
@@ -518,6 +622,21 @@ asio::awaitable<void> Sandboxes::recover() {
       again.error = Error(failure->code(), "after a restart: " + failure->message());
     } else if (running) {
       again.state = State::started;
+      if (was == State::paused) {
+        // Resumed to be reached (node::recover); frozen again before anyone else can reach it.
+        std::optional<Error> refreeze;
+        try {
+          co_await node_.pause(id);
+        } catch (const Error& e) {
+          refreeze = e;
+        }
+        if (refreeze) {
+          sys::log(sys::LogLevel::warn, "a paused sandbox could not be paused again",
+                   {{"id", id}, {"error", refreeze->message()}});
+        } else {
+          again.state = State::paused;
+        }
+      }
       // Processes the box still runs become sessions again, under their ids when they were
       // started as sessions (their earlier output is gone).
       json known = again.sessions;
@@ -594,7 +713,8 @@ void Sandboxes::check_timers() {
     return minutes && since && since + static_cast<int64_t>(*minutes * 60000) <= now;
   };
   for (const auto& [id, s] : boxes_) {
-    if (s.state == State::started && due(s.last_activity_at, s.spec.auto_stop_minutes)) {
+    if ((s.state == State::started || s.state == State::paused) &&
+        due(s.last_activity_at, s.spec.auto_stop_minutes)) {
       asio::co_spawn(executor_, do_stop(id, "auto-stop"), asio::detached);
     } else if (s.state == State::stopped && s.spec.ephemeral) {
       asio::co_spawn(executor_, do_delete(id, "ephemeral"), asio::detached);

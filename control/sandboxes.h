@@ -38,6 +38,8 @@ class Sandboxes {
     std::function<std::string(const std::string&)> resolve_image;
     // Fills the image_* defaults of a spec from its image (image_id set).
     std::function<void(SandboxSpec&)> image_defaults;
+    std::string storage_driver = "overlay";
+    bool disk_quota = false;
   };
   Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node, Metrics& metrics,
             Options options);
@@ -65,9 +67,19 @@ class Sandboxes {
   asio::awaitable<Sandbox> start(const std::string& id_or_name);
   asio::awaitable<Sandbox> stop(const std::string& id_or_name);
   Sandbox set_labels(const std::string& id_or_name, std::map<std::string, std::string> labels);
+  // Freezes every process of a started sandbox / lets them go on where they were.
+  asio::awaitable<Sandbox> pause(const std::string& id_or_name);
+  asio::awaitable<Sandbox> resume(const std::string& id_or_name);
+  // New cpu, memory, pids (and disk) limits: at once for a running sandbox, at its next start
+  // for a stopped one. A memory limit below what the box uses now is a conflict.
+  asio::awaitable<Sandbox> resize(const std::string& id_or_name, const nlohmann::json& body);
 
-  // A started sandbox and the channel to its init; marks activity. conflict when it does not run.
+  // A started sandbox and the channel to its init; marks activity. conflict when it does not run
+  // (also when it is paused).
   std::pair<Sandbox, std::shared_ptr<node::Channel>> running(const std::string& id_or_name);
+  // The same, resuming a paused sandbox first when `auto_resume`.
+  asio::awaitable<std::pair<Sandbox, std::shared_ptr<node::Channel>>> reach(
+      const std::string& id_or_name, bool auto_resume);
   void touch(const std::string& id);
   sys::CgroupStats stats(const std::string& id) { return node_.stats(id); }
   std::vector<Sandbox> all() const;
@@ -77,10 +89,26 @@ class Sandboxes {
   // Starts `request` in the background in a started sandbox; the session (its id is kept
   // across restarts of the daemon).
   asio::awaitable<nlohmann::json> start_session(const std::string& id_or_name,
-                                                const ExecRequest& request);
+                                                const ExecRequest& request, bool auto_resume);
   void remove_session(const std::string& id_or_name, const std::string& session_id);
 
  private:
+  Capabilities capabilities() const;
+  // Marks a sandbox busy with an operation that keeps its state (pause, resume, resize,
+  // snapshot, fork) for the guard's life; conflict when it already is.
+  class BusyGuard {
+   public:
+    BusyGuard(Sandboxes& owner, const Sandbox& s, const std::string& what);
+    ~BusyGuard() { owner_.in_flight_.erase(id_); }
+    BusyGuard(const BusyGuard&) = delete;
+    BusyGuard& operator=(const BusyGuard&) = delete;
+
+   private:
+    Sandboxes& owner_;
+    std::string id_;
+  };
+  // Throws when `s` is in a transitional state or busy with an operation.
+  void check_idle(const Sandbox& s) const;
   Sandbox& find(const std::string& id_or_name);
   const Sandbox& find(const std::string& id_or_name) const;
   void save(const Sandbox& s);
@@ -109,9 +137,10 @@ class Sandboxes {
   Metrics& metrics_;
   Options options_;
   Sessions sessions_;
-  std::map<std::string, Sandbox> boxes_;      // by id
-  std::map<std::string, std::string> names_;  // name -> id
-  std::set<std::string> dirty_activity_;      // touched since the last save
+  std::map<std::string, Sandbox> boxes_;          // by id
+  std::map<std::string, std::string> names_;      // name -> id
+  std::set<std::string> dirty_activity_;          // touched since the last save
+  std::map<std::string, std::string> in_flight_;  // id -> the operation it is busy with
   std::unique_ptr<asio::steady_timer> timer_;
   bool stopping_ = false;
   std::deque<Sandbox> pool_;  // started, nobody's yet; stored as "creating" so that a crash

@@ -109,7 +109,11 @@ BoxLocation LocalBox::location() const {
 }
 
 void LocalBox::reconfigure(const std::string& hostname, const sys::CgroupLimits& limits) {
-  if (!box_) throw Error(ErrorCode::conflict, "box " + id() + " does not run");
+  if (!box_) {  // taken at the next start
+    request_.hostname = hostname;
+    request_.limits = limits;
+    return;
+  }
   if (hostname != request_.hostname) box_->set_hostname(hostname);
   request_.hostname = hostname;
   if (limits.millicpus != request_.limits.millicpus ||
@@ -133,6 +137,16 @@ void LocalBox::start() {
     lease_.release();
     throw;
   }
+}
+
+void LocalBox::pause() {
+  if (!box_) throw Error(ErrorCode::conflict, "box " + id() + " does not run");
+  box_->freeze();
+}
+
+void LocalBox::resume() {
+  if (!box_) throw Error(ErrorCode::conflict, "box " + id() + " does not run");
+  box_->thaw();
 }
 
 void LocalBox::stop(std::chrono::milliseconds grace) {

@@ -55,12 +55,16 @@ class LocalBox {
 
   // A fresh init on the box's files.
   void start();
-  // Gives a running box another hostname and limits, now and at its later starts (its
+  // Gives the box another hostname and limits, now when it runs and at its later starts (its
   // /etc/hosts follows at the next start; etc_hosts() says what to write there now).
   void reconfigure(const std::string& hostname, const sys::CgroupLimits& limits);
   // Waits up to `grace` for init to end (after being asked to shut down), then kills what is
   // left and removes the runtime's leftovers. The files stay.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
+  // Freezes every process of a running box (nothing runs, memory stays) / lets them go on.
+  void pause();
+  void resume();
+  bool paused() const { return box_ && box_->frozen(); }
   // Stops the box and removes everything it had on this machine. Idempotent.
   void destroy();
   // Leaves the box running for a later node (a daemon shutting down).

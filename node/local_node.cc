@@ -40,6 +40,26 @@ LocalNode::Entry& LocalNode::entry(const std::string& id) {
   return it->second;
 }
 
+LocalNode::Entry& LocalNode::running_entry(const std::string& id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.box->running() || !it->second.channel) {
+    throw Error(ErrorCode::conflict, "box " + id + " does not run");
+  }
+  return it->second;
+}
+
+asio::awaitable<void> LocalNode::pause(const std::string& id) {
+  LocalBox* box = running_entry(id).box.get();
+  auto task = [box] { box->pause(); };
+  co_await blocking(std::move(task));
+}
+
+asio::awaitable<void> LocalNode::resume(const std::string& id) {
+  LocalBox* box = running_entry(id).box.get();
+  auto task = [box] { box->resume(); };
+  co_await blocking(std::move(task));
+}
+
 asio::awaitable<storage::LayerDesc> LocalNode::commit(const std::string& id) {
   Entry& e = entry(id);
   if (e.box->running()) throw Error(ErrorCode::conflict, "box " + id + " runs: stop it first");
@@ -87,7 +107,11 @@ asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
   Entry& e = it->second;
   if (!e.box->running()) {
     LocalBox* box = e.box.get();
-    auto task = [box] { box->start(); };
+    BoxConfig wanted = config;  // a stopped box may have been renamed or resized meanwhile
+    auto task = [box, wanted] {
+      box->reconfigure(wanted.hostname, wanted.limits);
+      box->start();
+    };
     co_await blocking(std::move(task));
     co_await connect(e);
   }
@@ -95,12 +119,9 @@ asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
 }
 
 asio::awaitable<void> LocalNode::reconfigure(const BoxConfig& config) {
-  auto it = entries_.find(config.id);
-  if (it == entries_.end() || !it->second.box->running() || !it->second.channel) {
-    throw Error(ErrorCode::conflict, "box " + config.id + " does not run");
-  }
-  LocalBox* box = it->second.box.get();
-  std::shared_ptr<Channel> channel = it->second.channel;
+  Entry& e = running_entry(config.id);
+  LocalBox* box = e.box.get();
+  std::shared_ptr<Channel> channel = e.channel;
   bool renamed = box->request().hostname != config.hostname;
   BoxConfig wanted = config;
   auto task = [box, wanted] { box->reconfigure(wanted.hostname, wanted.limits); };
@@ -117,6 +138,12 @@ asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::millis
   auto it = entries_.find(id);
   if (it == entries_.end() || !it->second.box->running()) co_return;
   Entry& e = it->second;
+  LocalBox* box = e.box.get();
+  if (box->paused()) {
+    // A frozen init cannot be asked to shut down.
+    auto thaw = [box] { box->resume(); };
+    co_await blocking(std::move(thaw));
+  }
   bool asked = false;
   if (e.channel && !e.channel->error()) {
     try {
@@ -128,7 +155,6 @@ asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::millis
   }
   if (e.channel) e.channel->close();
   e.channel.reset();
-  LocalBox* box = e.box.get();
   auto wait = asked ? grace + std::chrono::seconds(2) : std::chrono::milliseconds(0);
   auto task = [box, wait] { box->stop(wait); };
   co_await blocking(std::move(task));
@@ -155,6 +181,11 @@ asio::awaitable<bool> LocalNode::recover(const BoxConfig& config, const nlohmann
   Entry& e = entries_[config.id];
   e.box = std::move(box);
   if (!e.box->running()) co_return false;
+  if (e.box->paused()) {
+    LocalBox* b = e.box.get();
+    auto thaw = [b] { b->resume(); };
+    co_await blocking(std::move(thaw));
+  }
   bool answered = true;
   try {
     co_await connect(e);

@@ -21,6 +21,8 @@ class LocalNode final : public NodeClient {
   asio::awaitable<nlohmann::json> create(const BoxConfig& config) override;
   asio::awaitable<nlohmann::json> start(const BoxConfig& config) override;
   asio::awaitable<void> reconfigure(const BoxConfig& config) override;
+  asio::awaitable<void> pause(const std::string& id) override;
+  asio::awaitable<void> resume(const std::string& id) override;
   asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) override;
   asio::awaitable<void> destroy(const std::string& id) override;
   asio::awaitable<bool> recover(const BoxConfig& config, const nlohmann::json& location,
@@ -40,6 +42,8 @@ class LocalNode final : public NodeClient {
   // Opens the channel of a box that just started (or was found again) and says hello.
   asio::awaitable<void> connect(Entry& entry);
   Entry& entry(const std::string& id);
+  // The entry of a box that runs (conflict when it does not).
+  Entry& running_entry(const std::string& id);
 
   asio::any_io_executor executor_;
   asio::thread_pool pool_;

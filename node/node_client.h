@@ -37,10 +37,14 @@ class NodeClient {
   virtual asio::awaitable<void> reconfigure(const BoxConfig& config) = 0;
   // Ends every process of the box (SIGTERM, SIGKILL after `grace`); the files stay.
   virtual asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) = 0;
+  // Freezes every process of a running box / lets them go on where they were.
+  virtual asio::awaitable<void> pause(const std::string& id) = 0;
+  virtual asio::awaitable<void> resume(const std::string& id) = 0;
   // Stops the box and removes everything it had. A box the node does not know is not an error.
   virtual asio::awaitable<void> destroy(const std::string& id) = 0;
   // After the control plane restarted: finds the box again. True when it still runs (and its
-  // processes are listed in channel(id)->hello()), false when it stopped meanwhile.
+  // processes are listed in channel(id)->hello()), false when it stopped meanwhile. A paused
+  // box is resumed to be reached (pause it again after).
   virtual asio::awaitable<bool> recover(const BoxConfig& config, const nlohmann::json& location,
                                         bool was_running) = 0;
   // The channel to a running box's init; null when the box does not run.

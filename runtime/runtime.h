@@ -81,6 +81,10 @@ class Box {
   // were given; a box without a cgroup gets one only at its next start.
   virtual void set_hostname(const std::string& hostname) = 0;
   virtual void set_limits(const sys::CgroupLimits& limits) = 0;
+  // Freezes every process of the box (pause) and lets them go on (resume); see sys::Cgroup.
+  virtual void freeze() = 0;
+  virtual void thaw() = 0;
+  virtual bool frozen() const = 0;
   // Waits for init to exit (the box is dead then) and returns how it ended.
   virtual std::optional<sys::ExitStatus> wait(std::chrono::milliseconds timeout) = 0;
   // Kills every process of the box and removes what the runtime made for it. Idempotent;

@@ -116,6 +116,19 @@ std::vector<pid_t> read_pids(const std::string& procs_file) {
 }
 
 // rmdir, waiting for processes that are still leaving the cgroup.
+// Polls `done` for up to `timeout` (freezing a cgroup completes asynchronously).
+template <typename F>
+bool wait_until(F done, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int round = 0;; ++round) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(round < 20 ? 100 : 2000));
+  }
+}
+
+constexpr std::chrono::seconds kFreezeTimeout{5};
+
 void remove_dir_patiently(const std::string& dir) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   auto pause = std::chrono::microseconds(100);
@@ -286,7 +299,32 @@ class CgroupV1 final : public Cgroup {
 
   void disown() override { owned_ = false; }
 
+  void freeze() override {
+    std::string state = need_freezer() + "/freezer.state";
+    write_control(state, "FROZEN", "freezing");
+    if (!wait_until([&] { return frozen(); }, kFreezeTimeout)) {
+      try_write(state, "THAWED");
+      throw Error(ErrorCode::unavailable, "cgroup " + name_ + " did not freeze within 5 s");
+    }
+  }
+
+  void thaw() override { write_control(need_freezer() + "/freezer.state", "THAWED", "thawing"); }
+
+  bool frozen() const override {
+    if (freezer_.empty()) return false;
+    std::string s = read_control(freezer_ + "/freezer.state");
+    return s.rfind("FROZEN", 0) == 0;
+  }
+
  private:
+  const std::string& need_freezer() const {
+    if (freezer_.empty()) {
+      throw Error(ErrorCode::invalid_argument,
+                  "cgroup " + name_ + " was made without the freezer controller");
+    }
+    return freezer_;
+  }
+
   static bool try_write(const std::string& path, const std::string& value) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
     return fd && ::write(fd.get(), value.data(), value.size()) >= 0;
@@ -431,6 +469,20 @@ class CgroupV2 final : public Cgroup {
   }
 
   void disown() override { owned_ = false; }
+
+  void freeze() override {
+    write_control(dir_ + "/cgroup.freeze", "1", "freezing");
+    if (!wait_until([&] { return frozen(); }, kFreezeTimeout)) {
+      write_control(dir_ + "/cgroup.freeze", "0", "thawing");
+      throw Error(ErrorCode::unavailable, "cgroup " + name_ + " did not freeze within 5 s");
+    }
+  }
+
+  void thaw() override { write_control(dir_ + "/cgroup.freeze", "0", "thawing"); }
+
+  bool frozen() const override {
+    return cgroup_format::keyed_value(read_control(dir_ + "/cgroup.events"), "frozen") == 1;
+  }
 
  private:
   std::string dir_;

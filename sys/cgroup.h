@@ -38,8 +38,15 @@ class Cgroup {
   virtual void add_process(pid_t pid) = 0;
   virtual std::vector<pid_t> processes() const = 0;
   virtual CgroupStats stats() const = 0;
-  // SIGKILLs every process in the cgroup and waits until none is left.
+  // SIGKILLs every process in the cgroup and waits until none is left (thawing it if frozen).
   virtual void kill_all() = 0;
+  // Freezes every process of the cgroup (none runs or gets CPU time; memory stays) and waits
+  // until the kernel says it is frozen; thaw() lets them go on where they were. A cgroup made
+  // without the freezer (v1, no accounting) cannot be frozen: invalid_argument. A freeze the
+  // kernel does not finish within a few seconds is thawed again and unavailable.
+  virtual void freeze() = 0;
+  virtual void thaw() = 0;
+  virtual bool frozen() const = 0;
   // Removes the cgroup (killing what is left in it). Throws if it cannot.
   virtual void remove() = 0;
   // Keeps the cgroup on the machine after this object goes.

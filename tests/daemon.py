@@ -38,9 +38,10 @@ class Daemon:
     # test's creates go through the pool as a user's would.
     POOL = 2
 
-    def __init__(self, env, pool=POOL):
+    def __init__(self, env, pool=POOL, args=()):
         self.env = env
         self.pool = pool
+        self.args = list(args)  # more `pitbox serve` flags
         self.proc = None
         self.port = None
         self.log_path = os.path.join(env.state, "daemon.log")  # stderr: the JSON log
@@ -51,7 +52,8 @@ class Daemon:
         out = open(self.out_path, "ab")
         self.log_offset = log.tell()
         self.proc = subprocess.Popen(
-            [PITBOX, "serve", "--listen", "127.0.0.1:0", "--pool", str(self.pool)], stdout=out,
+            [PITBOX, "serve", "--listen", "127.0.0.1:0", "--pool", str(self.pool)] + self.args,
+            stdout=out,
             stderr=log, stdin=subprocess.DEVNULL, env=self.env.env)
         log.close()
         out.close()
@@ -132,11 +134,12 @@ class DaemonTestCase(PitboxTestCase):
     them may be left on the machine."""
 
     daemon = None
+    serve_args = ()  # more `pitbox serve` flags for this class's daemon
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.daemon = Daemon(cls.env).start()
+        cls.daemon = Daemon(cls.env, args=cls.serve_args).start()
 
     @classmethod
     def tearDownClass(cls):

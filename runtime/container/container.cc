@@ -173,7 +173,13 @@ class ContainerBox final : public Box {
     cgroup_->set_limits(limits);
   }
 
+  void freeze() override { need_cgroup("paused")->freeze(); }
+  void thaw() override { need_cgroup("resumed")->thaw(); }
+  bool frozen() const override { return cgroup_ && cgroup_->frozen(); }
+
   void destroy() override {
+    // A frozen init would keep its SIGKILL pending: thawed first (the kill follows at once).
+    if (cgroup_ && init_.valid() && cgroup_->frozen()) cgroup_->thaw();
     // Killing init ends the pid namespace: the kernel kills every other process in it and the
     // box's mounts go with its mount namespace.
     init_.kill_and_reap();
@@ -186,6 +192,13 @@ class ContainerBox final : public Box {
   }
 
  private:
+  sys::Cgroup* need_cgroup(const char* what) {
+    if (!cgroup_) {
+      throw Error(ErrorCode::unavailable, "box " + id_ + " has no cgroup and cannot be " + what);
+    }
+    return cgroup_.get();
+  }
+
   std::string id_;
   sys::Pidfd init_;
   std::unique_ptr<sys::Cgroup> cgroup_;
