@@ -54,6 +54,7 @@ int run_daemon(const DaemonOptions& options) {
     node::Boxes::Options box_options;
     box_options.state_dir = options.state_dir;
     box_options.cgroup_parent = options.cgroup_parent;
+    box_options.storage = options.storage;
     node::LocalNode node(io.get_executor(), box_options);
     // However the daemon ends, its boxes keep running for the next one.
     struct DetachOnExit {
@@ -63,6 +64,8 @@ int run_daemon(const DaemonOptions& options) {
     control::Metrics metrics;
     control::Sandboxes::Options sandbox_options;
     sandbox_options.pool_size = options.pool_size;
+    sandbox_options.storage_driver = std::string(node.storage().name());
+    sandbox_options.disk_quota = node.storage().quotas();
     // Set once the images service exists (below); only called after that.
     std::function<std::string()> default_image;
     sandbox_options.default_image = [&default_image] { return default_image(); };

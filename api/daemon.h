@@ -13,6 +13,7 @@ struct DaemonOptions {
   size_t pool_size = 4;       // warm boxes kept ready (control::Sandboxes::Options::pool_size)
   std::string default_image;  // "" = the Debian base once built, else "host"
   bool build_base = false;    // build the Debian base image in the background if missing
+  std::string storage = "overlay";  // the storage driver: overlay, btrfs or btrfs:SIZE
 };
 
 // Serves until SIGTERM or SIGINT, then leaves the boxes running for the next start. Returns

@@ -19,6 +19,12 @@ class NoNode final : public node::NodeClient {
   asio::awaitable<json> start(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<void> reconfigure(const node::BoxConfig&) override { co_return; }
   asio::awaitable<void> pause(const std::string&) override { co_return; }
+  asio::awaitable<uint64_t> snapshot(const std::string&, const std::string&) override {
+    co_return 0;
+  }
+  asio::awaitable<void> remove_snapshot(const std::string&) override { co_return; }
+  asio::awaitable<void> restore(const std::string&, const std::string&) override { co_return; }
+  asio::awaitable<uint64_t> archive(const std::string&) override { co_return 0; }
   asio::awaitable<void> resume(const std::string&) override { co_return; }
   asio::awaitable<void> stop(const std::string&, std::chrono::milliseconds) override { co_return; }
   asio::awaitable<void> destroy(const std::string&) override { co_return; }

@@ -67,6 +67,17 @@ class SandboxRoutes {
     router.add(V::post, "/v1/sandboxes/{id}/pause", Access::user, bind(&SandboxRoutes::pause));
     router.add(V::post, "/v1/sandboxes/{id}/resume", Access::user, bind(&SandboxRoutes::resume));
     router.add(V::post, "/v1/sandboxes/{id}/resize", Access::user, bind(&SandboxRoutes::resize));
+    router.add(V::post, "/v1/sandboxes/{id}/archive", Access::user, bind(&SandboxRoutes::archive));
+    router.add(V::post, "/v1/sandboxes/{id}/fork", Access::user, bind(&SandboxRoutes::fork));
+    router.add(V::post, "/v1/sandboxes/{id}/restore", Access::user, bind(&SandboxRoutes::restore));
+    router.add(V::post, "/v1/sandboxes/{id}/snapshots", Access::user,
+               bind(&SandboxRoutes::snapshot));
+    router.add(V::get, "/v1/sandboxes/{id}/snapshots", Access::user,
+               bind(&SandboxRoutes::snapshot_list));
+    router.add(V::get, "/v1/snapshots", Access::user, bind(&SandboxRoutes::snapshot_list));
+    router.add(V::get, "/v1/snapshots/{sid}", Access::user, bind(&SandboxRoutes::snapshot_get));
+    router.add(V::delete_, "/v1/snapshots/{sid}", Access::user,
+               bind(&SandboxRoutes::snapshot_delete));
     router.add(V::put, "/v1/sandboxes/{id}/labels", Access::user, bind(&SandboxRoutes::labels));
     router.add(V::post, "/v1/sandboxes/{id}/exec", Access::user, bind(&SandboxRoutes::exec));
     router.add(V::post, "/v1/sandboxes/{id}/sessions", Access::user,
@@ -122,7 +133,62 @@ class SandboxRoutes {
     co_await send_json(r, 200, page_json(std::move(items), page.next_cursor));
   }
 
-  asio::awaitable<void> get(Request& r) { co_await send_json(r, 200, box(r).to_api()); }
+  asio::awaitable<void> get(Request& r) {
+    Sandbox sb = box(r);
+    json answer = sb.to_api();
+    answer["children"] = boxes().children(sb.id);
+    co_await send_json(r, 200, answer);
+  }
+
+  asio::awaitable<void> archive(Request& r) {
+    Sandbox sb = box(r);
+    Sandbox archived = co_await boxes().archive(sb.id);
+    co_await send_json(r, 200, archived.to_api());
+  }
+
+  asio::awaitable<void> fork(Request& r) {
+    Sandbox sb = box(r);
+    json body = co_await r.read_json();
+    auto made = co_await boxes().fork(sb.id, body);
+    json items = json::array();
+    for (const auto& c : made) items.push_back(c.to_api());
+    json answer = {{"items", items}};
+    co_await send_json(r, 201, answer);
+  }
+
+  asio::awaitable<void> restore(Request& r) {
+    Sandbox sb = box(r);
+    json body = co_await r.read_json();
+    Sandbox restored = co_await boxes().restore(sb.id, body);
+    co_await send_json(r, 200, restored.to_api());
+  }
+
+  asio::awaitable<void> snapshot(Request& r) {
+    Sandbox sb = box(r);
+    json body = co_await r.read_json();
+    control::Snapshot made = co_await boxes().snapshot(sb.id, body);
+    co_await send_json(r, 201, made.to_api());
+  }
+
+  asio::awaitable<void> snapshot_list(Request& r) {
+    std::string sandbox = r.params.count("id") ? r.params.at("id") : r.query_value("sandbox");
+    auto page = boxes().list_snapshots(sandbox, page_limit(r), r.query_value("cursor"));
+    json items = json::array();
+    for (const auto& s : page.items) items.push_back(s.to_api());
+    co_await send_json(r, 200, page_json(std::move(items), page.next_cursor));
+  }
+
+  asio::awaitable<void> snapshot_get(Request& r) {
+    control::Snapshot snap = boxes().get_snapshot(r.params.at("sid"));
+    r.target = snap.id;
+    co_await send_json(r, 200, snap.to_api());
+  }
+
+  asio::awaitable<void> snapshot_delete(Request& r) {
+    std::string ref = r.params.at("sid");
+    co_await boxes().delete_snapshot(ref);
+    co_await send_empty(r, 204);
+  }
 
   asio::awaitable<void> remove(Request& r) {
     Sandbox sb = box(r);

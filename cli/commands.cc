@@ -129,6 +129,12 @@ class Commands final : public ClientCommands {
         ->add_option("--default-image", default_image_,
                      "Image of creates that name none (default: base once built, else host)")
         ->envname("PITBOX_DEFAULT_IMAGE");
+    serve_
+        ->add_option("--storage", storage_,
+                     "Storage driver: overlay (any filesystem), btrfs (the state directory's, or "
+                     "a pool file <state>/pool.img), btrfs:SIZE (a pool file of that size)")
+        ->envname("PITBOX_STORAGE")
+        ->capture_default_str();
     serve_->add_flag("--build-base", build_base_,
                      "Build the Debian base image in the background if it is missing");
 
@@ -225,6 +231,7 @@ class Commands final : public ClientCommands {
         o.pool_size = pool_size_;
         o.default_image = default_image_;
         o.build_base = build_base_;
+        o.storage = storage_;
         return api::run_daemon(o);
       }
       Client c(client_config(global_, url_, key_));
@@ -635,6 +642,7 @@ class Commands final : public ClientCommands {
   bool quiet_ = false, json_ = false;
   size_t pool_size_ = 4;
   std::string default_image_;
+  std::string storage_ = "overlay";
   bool build_base_ = false;
   std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
   std::vector<std::string> labels_, env_;

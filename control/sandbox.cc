@@ -13,9 +13,11 @@ using nlohmann::json;
 namespace {
 
 constexpr std::pair<State, std::string_view> kStates[] = {
-    {State::creating, "creating"},     {State::started, "started"},   {State::stopping, "stopping"},
-    {State::stopped, "stopped"},       {State::starting, "starting"}, {State::error, "error"},
-    {State::destroying, "destroying"}, {State::paused, "paused"}};
+    {State::creating, "creating"},     {State::started, "started"},
+    {State::stopping, "stopping"},     {State::stopped, "stopped"},
+    {State::starting, "starting"},     {State::error, "error"},
+    {State::destroying, "destroying"}, {State::paused, "paused"},
+    {State::archived, "archived"}};
 
 Error bad(const std::string& field, const std::string& why) {
   return invalid_argument("\"" + field + "\" " + why, {{"field", field}});
@@ -198,15 +200,34 @@ SandboxSpec parse_resize(const json& body, const Capabilities& caps, SandboxSpec
 SandboxSpec parse_create(const json& body, const Capabilities& caps) {
   check_object(body,
                {"image", "name", "labels", "env", "cpus", "memory", "pids", "disk", "workdir",
-                "user", "runtime", "auto_stop_minutes", "auto_delete_minutes", "ephemeral"},
+                "user", "runtime", "auto_stop_minutes", "auto_delete_minutes",
+                "auto_archive_minutes", "ephemeral", "snapshot"},
                "the request");
   SandboxSpec s;
   s.image = caps.default_image;
-  if (std::string image = string_field(body, "image"); !image.empty()) s.image = image;
-  try {
-    s.image_id = caps.resolve_image ? caps.resolve_image(s.image) : s.image;
-  } catch (const Error& e) {
-    throw Error(e.code(), e.message(), {{"field", "image"}});
+  std::string image = string_field(body, "image");
+  if (!image.empty()) s.image = image;
+  if (std::string ref = string_field(body, "snapshot"); !ref.empty()) {
+    if (!image.empty()) throw bad("snapshot", "and \"image\" cannot both be given");
+    if (!caps.resolve_snapshot) throw bad("snapshot", "snapshots are not available here");
+    Snapshot snap;
+    try {
+      snap = caps.resolve_snapshot(ref);
+    } catch (const Error& e) {
+      throw Error(e.code(), e.message(), {{"field", "snapshot"}});
+    }
+    s.snapshot = snap.id;
+    s.image = snap.image;
+    s.image_id = snap.image_id;
+    s.image_env = snap.image_env;
+    s.image_workdir = snap.image_workdir;
+    s.image_user = snap.image_user;
+  } else {
+    try {
+      s.image_id = caps.resolve_image ? caps.resolve_image(s.image) : s.image;
+    } catch (const Error& e) {
+      throw Error(e.code(), e.message(), {{"field", "image"}});
+    }
   }
   if (std::string runtime = string_field(body, "runtime"); !runtime.empty()) s.runtime = runtime;
   bool known_runtime = false;
@@ -225,6 +246,7 @@ SandboxSpec parse_create(const json& body, const Capabilities& caps) {
   s.user = string_field(body, "user");
   s.auto_stop_minutes = minutes(body, "auto_stop_minutes");
   s.auto_delete_minutes = minutes(body, "auto_delete_minutes");
+  s.auto_archive_minutes = minutes(body, "auto_archive_minutes");
   if (auto it = body.find("ephemeral"); it != body.end() && !it->is_null()) {
     if (!it->is_boolean()) throw bad("ephemeral", "must be true or false");
     s.ephemeral = it->get<bool>();
@@ -266,7 +288,10 @@ json Sandbox::to_api() const {
       {"user", spec.user},
       {"auto_stop_minutes", or_null(spec.auto_stop_minutes)},
       {"auto_delete_minutes", or_null(spec.auto_delete_minutes)},
+      {"auto_archive_minutes", or_null(spec.auto_archive_minutes)},
       {"ephemeral", spec.ephemeral},
+      {"snapshot", spec.snapshot.empty() ? json(nullptr) : json(spec.snapshot)},
+      {"forked_from", forked_from.empty() ? json(nullptr) : json(forked_from)},
       {"created_at", time_or_null(created_at)},
       {"started_at", time_or_null(started_at)},
       {"stopped_at", time_or_null(stopped_at)},
@@ -289,7 +314,9 @@ json Sandbox::to_doc() const {
                    {"user", spec.user},
                    {"auto_stop_minutes", or_null(spec.auto_stop_minutes)},
                    {"auto_delete_minutes", or_null(spec.auto_delete_minutes)},
+                   {"auto_archive_minutes", or_null(spec.auto_archive_minutes)},
                    {"ephemeral", spec.ephemeral},
+                   {"snapshot", spec.snapshot},
                    {"image_env", spec.image_env},
                    {"image_workdir", spec.image_workdir},
                    {"image_user", spec.image_user}};
@@ -301,7 +328,8 @@ json Sandbox::to_doc() const {
           {"stopped_at", stopped_at},
           {"last_activity_at", last_activity_at},
           {"location", location},
-          {"sessions", sessions}};
+          {"sessions", sessions},
+          {"forked_from", forked_from}};
 }
 
 Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
@@ -331,7 +359,10 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
   s.spec.user = sp.value("user", "");
   s.spec.auto_stop_minutes = opt_d("auto_stop_minutes");
   s.spec.auto_delete_minutes = opt_d("auto_delete_minutes");
+  s.spec.auto_archive_minutes = opt_d("auto_archive_minutes");
   s.spec.ephemeral = sp.value("ephemeral", false);
+  s.spec.snapshot = sp.value("snapshot", "");
+  s.forked_from = doc.value("forked_from", "");
   s.state = state_from_string(doc.value("state", "error")).value_or(State::error);
   if (doc.contains("error") && !doc["error"].is_null()) s.error = Error::from_json(doc["error"]);
   s.created_at = doc.value("created_at", int64_t{0});
@@ -341,6 +372,45 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
   s.location = doc.value("location", json(nullptr));
   s.sessions = doc.value("sessions", json::array());
   if (!s.sessions.is_array()) s.sessions = json::array();
+  return s;
+}
+
+json Snapshot::to_api() const {
+  return {{"id", id},
+          {"name", name},
+          {"sandbox_id", sandbox_id},
+          {"image", image},
+          {"image_id", image_id},
+          {"size", size},
+          {"created_at", time_or_null(created_at)}};
+}
+
+json Snapshot::to_doc() const {
+  return {{"sandbox_id", sandbox_id},
+          {"image", image},
+          {"image_id", image_id},
+          {"image_env", image_env},
+          {"image_workdir", image_workdir},
+          {"image_user", image_user},
+          {"size", size},
+          {"created_at", created_at},
+          {"internal", internal}};
+}
+
+Snapshot Snapshot::from_doc(const std::string& snapshot_id, const std::string& snapshot_name,
+                            const json& doc) {
+  Snapshot s;
+  s.id = snapshot_id;
+  s.name = snapshot_name;
+  s.sandbox_id = doc.value("sandbox_id", "");
+  s.image = doc.value("image", "");
+  s.image_id = doc.value("image_id", "");
+  s.image_env = doc.value("image_env", std::vector<std::string>{});
+  s.image_workdir = doc.value("image_workdir", "");
+  s.image_user = doc.value("image_user", "");
+  s.size = doc.value("size", uint64_t{0});
+  s.created_at = doc.value("created_at", int64_t{0});
+  s.internal = doc.value("internal", false);
   return s;
 }
 

@@ -16,7 +16,17 @@
 
 namespace pitbox::control {
 
-enum class State { creating, started, stopping, stopped, starting, error, destroying, paused };
+enum class State {
+  creating,
+  started,
+  stopping,
+  stopped,
+  starting,
+  error,
+  destroying,
+  paused,
+  archived
+};
 std::string_view to_string(State s);
 std::optional<State> state_from_string(std::string_view s);
 
@@ -35,7 +45,9 @@ struct SandboxSpec {
   std::string user;     // "" = the image's (root)
   std::optional<double> auto_stop_minutes;
   std::optional<double> auto_delete_minutes;
+  std::optional<double> auto_archive_minutes;
   bool ephemeral = false;
+  std::string snapshot;  // the snapshot (id) the sandbox was made from; "" = its image's files
   // The image's defaults for commands (its config's Env, WorkingDir, User), kept at create so
   // that a box runs the same however its image's tags move. "" workdir = the user's home.
   std::vector<std::string> image_env;
@@ -43,11 +55,34 @@ struct SandboxSpec {
   std::string image_user;
 };
 
+// A sandbox's files captured at one instant, for new sandboxes and rollbacks.
+struct Snapshot {
+  std::string id;  // "sn-" + 12 base32 characters
+  std::string name;
+  std::string sandbox_id;  // whose files these are
+  // The image under the files, and its command defaults (as the sandbox had them).
+  std::string image;
+  std::string image_id;
+  std::vector<std::string> image_env;
+  std::string image_workdir;
+  std::string image_user;
+  uint64_t size = 0;  // bytes of its files (the sandbox's writable layer)
+  int64_t created_at = 0;
+  bool internal = false;  // made for a fork and removed after it; never listed
+
+  nlohmann::json to_api() const;
+  nlohmann::json to_doc() const;
+  static Snapshot from_doc(const std::string& id, const std::string& name,
+                           const nlohmann::json& doc);
+};
+
 // What the node offers, for validating a spec.
 struct Capabilities {
   std::string default_image = "host";
   // The id of the image a reference names (not_found when none); by default the reference.
   std::function<std::string(const std::string&)> resolve_image;
+  // The snapshot a reference (id or name) names; not_found when none.
+  std::function<Snapshot(const std::string&)> resolve_snapshot;
   std::vector<std::string> runtimes = {"container"};
   std::string storage_driver = "overlay";
   bool disk_quota = false;  // the storage driver limits a box's disk
@@ -79,6 +114,7 @@ struct Sandbox {
   // The sessions started through the API ({"id", "pid", "started_at"}), so that a restarted
   // daemon gives the processes it finds again their ids.
   nlohmann::json sessions = nlohmann::json::array();
+  std::string forked_from;  // the sandbox this one is a fork of
 
   // The object of the API (docs/api.md).
   nlohmann::json to_api() const;

@@ -49,6 +49,8 @@ node::BoxConfig Sandboxes::config_for(const Sandbox& s) {
   c.limits.millicpus = s.spec.millicpus.value_or(0);
   c.limits.memory_bytes = s.spec.memory.value_or(0);
   c.limits.pids = s.spec.pids.value_or(0);
+  c.disk = s.spec.disk.value_or(0);
+  c.snapshot = s.spec.snapshot;
   return c;
 }
 
@@ -84,6 +86,9 @@ std::string Sandboxes::image_user(const std::string& image_id) const {
   for (const auto& s : pool_) {
     if (uses(s)) return "warm pool box " + s.id;
   }
+  for (const auto& [id, snap] : snapshots_) {
+    if (snap.image_id == image_id) return "snapshot " + id + " (" + snap.name + ")";
+  }
   return "";
 }
 
@@ -101,6 +106,7 @@ Capabilities Sandboxes::capabilities() const {
   caps.online_cpus = cpus > 0 ? static_cast<uint64_t>(cpus) : 1;
   caps.storage_driver = options_.storage_driver;
   caps.disk_quota = options_.disk_quota;
+  caps.resolve_snapshot = [this](const std::string& ref) { return find_snapshot(ref); };
   return caps;
 }
 
@@ -206,7 +212,8 @@ std::string Sandboxes::pool_image_id() const {
 }
 
 bool Sandboxes::fits_pool(const SandboxSpec& spec, const std::string& pool_image) {
-  return spec.image_id == pool_image && spec.runtime == SandboxSpec{}.runtime && !spec.disk;
+  return spec.image_id == pool_image && spec.runtime == SandboxSpec{}.runtime && !spec.disk &&
+         spec.snapshot.empty();
 }
 
 asio::awaitable<void> Sandboxes::retire_stale_pool() {
@@ -403,9 +410,10 @@ asio::awaitable<void> Sandboxes::do_stop(std::string id, std::string why) {
 asio::awaitable<Sandbox> Sandboxes::start(const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
   if (s.state == State::started) co_return s;
-  if (s.state != State::stopped) throw wrong_state(s, "stopped");
+  if (s.state != State::stopped && s.state != State::archived) throw wrong_state(s, "stopped");
   check_idle(s);
   std::string id = s.id;
+  State was = s.state;
   s.state = State::starting;
   s.error.reset();
   save(s);
@@ -418,7 +426,7 @@ asio::awaitable<Sandbox> Sandboxes::start(const std::string& id_or_name) {
   }
   Sandbox& again = boxes_.at(id);
   if (failed) {
-    again.state = State::stopped;
+    again.state = was;  // an archive that could not be unpacked is still there
     save(again);
     std::rethrow_exception(failed);
   }
@@ -566,6 +574,22 @@ void Sandboxes::touch(const std::string& id) {
 }
 
 asio::awaitable<void> Sandboxes::recover() {
+  for (const auto& record : store_.list_snapshots()) {
+    Snapshot snap = Snapshot::from_doc(record.id, record.name, record.doc);
+    if (snap.internal) {
+      // A fork's capture that the fork did not get to remove.
+      try {
+        co_await node_.remove_snapshot(snap.id);
+        store_.delete_snapshot(snap.id);
+      } catch (const std::exception& e) {
+        sys::log(sys::LogLevel::warn, "could not remove a fork's snapshot",
+                 {{"snapshot", snap.id}, {"error", e.what()}});
+      }
+      continue;
+    }
+    snapshot_names_[snap.name] = snap.id;
+    snapshots_[snap.id] = std::move(snap);
+  }
   for (const auto& record : store_.list_sandboxes()) {
     Sandbox s;
     try {
@@ -718,8 +742,12 @@ void Sandboxes::check_timers() {
       asio::co_spawn(executor_, do_stop(id, "auto-stop"), asio::detached);
     } else if (s.state == State::stopped && s.spec.ephemeral) {
       asio::co_spawn(executor_, do_delete(id, "ephemeral"), asio::detached);
-    } else if (s.state == State::stopped && due(s.stopped_at, s.spec.auto_delete_minutes)) {
+    } else if ((s.state == State::stopped || s.state == State::archived) &&
+               due(s.stopped_at, s.spec.auto_delete_minutes)) {
       asio::co_spawn(executor_, do_delete(id, "auto-delete"), asio::detached);
+    } else if (s.state == State::stopped && !in_flight_.count(id) &&
+               due(s.stopped_at, s.spec.auto_archive_minutes)) {
+      asio::co_spawn(executor_, auto_archive(id), asio::detached);
     }
   }
   // Activity is saved now and then, not at every call: timers survive a restart within this.

@@ -40,6 +40,7 @@ class Sandboxes {
     std::function<void(SandboxSpec&)> image_defaults;
     std::string storage_driver = "overlay";
     bool disk_quota = false;
+    size_t max_fork = 100;  // sandboxes one fork may make
   };
   Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node, Metrics& metrics,
             Options options);
@@ -74,6 +75,29 @@ class Sandboxes {
   // for a stopped one. A memory limit below what the box uses now is a conflict.
   asio::awaitable<Sandbox> resize(const std::string& id_or_name, const nlohmann::json& body);
 
+  // Snapshots (control/snapshots.cc). `{"name"}` names it (default: "<sandbox>-<n>").
+  asio::awaitable<Snapshot> snapshot(const std::string& id_or_name, const nlohmann::json& body);
+  Snapshot get_snapshot(const std::string& id_or_name) const;
+  struct SnapshotPage {
+    std::vector<Snapshot> items;
+    std::string next_cursor;
+  };
+  // Oldest first; only those of sandbox `sandbox` when given.
+  SnapshotPage list_snapshots(const std::string& sandbox, size_t limit,
+                              const std::string& cursor) const;
+  asio::awaitable<void> delete_snapshot(const std::string& id_or_name);
+  // Puts a snapshot's files in place of the sandbox's (`{"snapshot"}`, one of its own); a
+  // running sandbox is stopped for it and started again.
+  asio::awaitable<Sandbox> restore(const std::string& id_or_name, const nlohmann::json& body);
+  // `{"count", "names", "labels"}`: new started sandboxes whose files equal the parent's at
+  // one instant (the parent frozen for the capture only). All or none are made.
+  asio::awaitable<std::vector<Sandbox>> fork(const std::string& id_or_name,
+                                             const nlohmann::json& body);
+  // The ids of the sandboxes forked from `id`.
+  std::vector<std::string> children(const std::string& id) const;
+  // Packs a stopped sandbox's files away (state archived); start() brings them back.
+  asio::awaitable<Sandbox> archive(const std::string& id_or_name);
+
   // A started sandbox and the channel to its init; marks activity. conflict when it does not run
   // (also when it is paused).
   std::pair<Sandbox, std::shared_ptr<node::Channel>> running(const std::string& id_or_name);
@@ -94,6 +118,12 @@ class Sandboxes {
 
  private:
   Capabilities capabilities() const;
+  Snapshot& find_snapshot(const std::string& id_or_name);
+  const Snapshot& find_snapshot(const std::string& id_or_name) const;
+  void save_snapshot(const Snapshot& s);
+  // Makes a started sandbox of `s` (recorded first), its files from snapshot `snapshot_id`;
+  // on failure it is gone again.
+  asio::awaitable<Sandbox> make_box(Sandbox s);
   // Marks a sandbox busy with an operation that keeps its state (pause, resume, resize,
   // snapshot, fork) for the guard's life; conflict when it already is.
   class BusyGuard {
@@ -118,6 +148,7 @@ class Sandboxes {
   asio::awaitable<void> do_stop(std::string id, std::string why);
   asio::awaitable<void> do_delete(std::string id, std::string why);
   asio::awaitable<void> timers();
+  asio::awaitable<void> auto_archive(std::string id);
   // Makes pool boxes one at a time until the pool is full.
   asio::awaitable<void> fill_pool();
   void refill_pool();
@@ -141,6 +172,8 @@ class Sandboxes {
   std::map<std::string, std::string> names_;      // name -> id
   std::set<std::string> dirty_activity_;          // touched since the last save
   std::map<std::string, std::string> in_flight_;  // id -> the operation it is busy with
+  std::map<std::string, Snapshot> snapshots_;     // by id
+  std::map<std::string, std::string> snapshot_names_;
   std::unique_ptr<asio::steady_timer> timer_;
   bool stopping_ = false;
   std::deque<Sandbox> pool_;  // started, nobody's yet; stored as "creating" so that a crash

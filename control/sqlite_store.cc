@@ -18,7 +18,7 @@ namespace {
 
 // The schema this code writes. Increase it with every change to the tables, and teach
 // migrate_schema() to bring older databases up to it.
-constexpr int64_t kSchemaVersion = 1;
+constexpr int64_t kSchemaVersion = 2;
 
 constexpr char kCreateMetaTable[] = R"sql(
   CREATE TABLE IF NOT EXISTS meta (
@@ -42,6 +42,12 @@ constexpr char kCreateTables[] = R"sql(
     created_at INTEGER NOT NULL,
     admin INTEGER NOT NULL
   );
+  CREATE TABLE snapshots (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+  );
   CREATE TABLE audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time INTEGER NOT NULL,
@@ -51,6 +57,17 @@ constexpr char kCreateTables[] = R"sql(
     status INTEGER NOT NULL,
     error TEXT NOT NULL
   );
+)sql";
+
+// Version 1 -> 2: snapshots.
+constexpr char kAddSnapshots[] = R"sql(
+  CREATE TABLE snapshots (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+  );
+  UPDATE meta SET value = 2 WHERE key = 'schema_version';
 )sql";
 
 // Failures that may go away by themselves (a lock held too long, a full or failing disk) are
@@ -237,6 +254,8 @@ void migrate_schema(sqlite3* db, const std::string& path) {
     throw internal_error("database " + path + " has schema version " + std::to_string(*version) +
                          ", but this pitbox knows versions up to " +
                          std::to_string(kSchemaVersion) + ": it was written by a newer pitbox");
+  } else if (*version == 1) {
+    execute(db, kAddSnapshots, "add table snapshots");
   } else if (*version < 1) {
     throw internal_error("database " + path + " has an invalid schema version " +
                          std::to_string(*version));
@@ -332,6 +351,12 @@ SqliteStore::SqliteStore(ConstructionKey, DatabaseHandle db, size_t max_audit_en
   list_sandboxes_ = prepare_statement(
       db_ptr, "SELECT id, name, state, created_at, doc FROM sandboxes ORDER BY created_at, id");
   delete_sandbox_ = prepare_statement(db_ptr, "DELETE FROM sandboxes WHERE id = ?1");
+  put_snapshot_ = prepare_statement(db_ptr, R"sql(
+      INSERT INTO snapshots (id, name, created_at, doc) VALUES (?1, ?2, ?3, ?4)
+      ON CONFLICT (id) DO UPDATE SET name = ?2, created_at = ?3, doc = ?4)sql");
+  list_snapshots_ = prepare_statement(
+      db_ptr, "SELECT id, name, created_at, doc FROM snapshots ORDER BY created_at, id");
+  delete_snapshot_ = prepare_statement(db_ptr, "DELETE FROM snapshots WHERE id = ?1");
 
   put_key_ = prepare_statement(db_ptr, R"sql(
       INSERT INTO keys (id, name, hash, created_at, admin) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -397,6 +422,42 @@ std::vector<SandboxRecord> SqliteStore::list_sandboxes() {
 
 bool SqliteStore::delete_sandbox(const std::string& id) {
   Query(db_.get(), delete_sandbox_.get(), "delete sandbox").bind_text(id).run();
+  return sqlite3_changes64(db_.get()) > 0;
+}
+
+void SqliteStore::put_snapshot(const SnapshotRecord& record) {
+  Query query(db_.get(), put_snapshot_.get(), "put snapshot");
+  query.bind_text(record.id)
+      .bind_text(record.name)
+      .bind_int64(record.created_at_ms)
+      .bind_text(record.doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  int result = query.step();
+  if (result == SQLITE_CONSTRAINT_UNIQUE) {
+    throw Error(ErrorCode::conflict, "a snapshot named \"" + record.name + "\" already exists",
+                {{"field", "name"}});
+  }
+  if (result != SQLITE_DONE) query.fail(result);
+}
+
+std::vector<SnapshotRecord> SqliteStore::list_snapshots() {
+  Query query(db_.get(), list_snapshots_.get(), "list snapshots");
+  std::vector<SnapshotRecord> records;
+  while (query.next_row()) {
+    SnapshotRecord r{.id = query.text_column(0),
+                     .name = query.text_column(1),
+                     .created_at_ms = query.int64_column(2)};
+    try {
+      r.doc = nlohmann::json::parse(query.text_column(3));
+    } catch (const nlohmann::json::exception& e) {
+      throw internal_error("sqlite: read snapshot " + r.id + ": its doc is not JSON: " + e.what());
+    }
+    records.push_back(std::move(r));
+  }
+  return records;
+}
+
+bool SqliteStore::delete_snapshot(const std::string& id) {
+  Query(db_.get(), delete_snapshot_.get(), "delete snapshot").bind_text(id).run();
   return sqlite3_changes64(db_.get()) > 0;
 }
 

@@ -26,6 +26,9 @@ class SqliteStore final : public Store {
   std::vector<SandboxRecord> list_sandboxes() override;
   bool delete_sandbox(const std::string& id) override;
 
+  void put_snapshot(const SnapshotRecord& record) override;
+  std::vector<SnapshotRecord> list_snapshots() override;
+  bool delete_snapshot(const std::string& id) override;
   void put_key(const KeyRecord& key) override;
   std::optional<KeyRecord> find_key_by_hash(const std::string& hash) override;
   std::vector<KeyRecord> list_keys() override;
@@ -63,6 +66,9 @@ class SqliteStore final : public Store {
   StatementHandle find_sandbox_by_name_;
   StatementHandle list_sandboxes_;
   StatementHandle delete_sandbox_;
+  StatementHandle put_snapshot_;
+  StatementHandle list_snapshots_;
+  StatementHandle delete_snapshot_;
   StatementHandle put_key_;
   StatementHandle find_key_by_hash_;
   StatementHandle list_keys_;

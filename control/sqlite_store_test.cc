@@ -301,8 +301,33 @@ TEST_F(SqliteStoreTest, RefusesADatabaseWithANewerSchema) {
 
   Error error = error_from([&] { open_store(); });
   EXPECT_NE(error.message().find("schema version 99"), std::string::npos) << error.message();
-  EXPECT_NE(error.message().find("versions up to 1:"), std::string::npos) << error.message();
+  EXPECT_NE(error.message().find("versions up to 2:"), std::string::npos) << error.message();
   EXPECT_NE(error.message().find(path_), std::string::npos) << error.message();
+}
+
+TEST_F(SqliteStoreTest, BringsAVersionOneDatabaseUpToDate) {
+  open_store()->put_sandbox(make_sandbox("sb-aaaaaaaaaaaa", "kept", 1));
+  // What a version 1 database looks like: no snapshots table.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE snapshots; UPDATE meta SET value = 1 WHERE key = "
+                         "'schema_version'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  auto store = open_store();
+  EXPECT_EQ(store->get_sandbox("sb-aaaaaaaaaaaa")->name, "kept");
+  store->put_snapshot({"sn-aaaaaaaaaaaa", "snap", 5, {{"sandbox_id", "sb-aaaaaaaaaaaa"}}});
+  auto snapshots = store->list_snapshots();
+  ASSERT_EQ(snapshots.size(), 1u);
+  EXPECT_EQ(snapshots[0].name, "snap");
+  Error clash = error_from(
+      [&] { store->put_snapshot({"sn-bbbbbbbbbbbb", "snap", 6, nlohmann::json::object()}); });
+  EXPECT_EQ(clash.code(), ErrorCode::conflict);
+  EXPECT_TRUE(store->delete_snapshot("sn-aaaaaaaaaaaa"));
+  EXPECT_TRUE(store->list_snapshots().empty());
 }
 
 TEST_F(SqliteStoreTest, FilesAreForTheOwnerOnly) {

@@ -1,6 +1,6 @@
-// Where the control plane keeps what must survive a restart: sandboxes, API keys and the
-// audit log. One machine uses SQLite (sqlite_store.h); a cluster will use PostgreSQL behind the
-// same interface. Calls are synchronous and made from one thread at a time.
+// Where the control plane keeps what must survive a restart: sandboxes, snapshots, API keys
+// and the audit log. One machine uses SQLite (sqlite_store.h); a cluster will use PostgreSQL behind
+// the same interface. Calls are synchronous and made from one thread at a time.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,15 @@ struct SandboxRecord {
   std::string state;
   int64_t created_at_ms = 0;
   nlohmann::json doc;  // everything else (see control/sandbox.h); opaque to the store
+};
+
+// A snapshot of a sandbox's files (control/snapshots.h): its id ("sn-" + 12 base32
+// characters), its name (unique among snapshots) and the whole object as JSON.
+struct SnapshotRecord {
+  std::string id;
+  std::string name;
+  int64_t created_at_ms = 0;
+  nlohmann::json doc;
 };
 
 struct KeyRecord {
@@ -52,6 +61,13 @@ class Store {
   virtual std::vector<SandboxRecord> list_sandboxes() = 0;
   // False when there was no such sandbox.
   virtual bool delete_sandbox(const std::string& id) = 0;
+
+  // Inserts or replaces snapshot `record.id`; conflict naming the name when another snapshot
+  // has it.
+  virtual void put_snapshot(const SnapshotRecord& record) = 0;
+  // Oldest first.
+  virtual std::vector<SnapshotRecord> list_snapshots() = 0;
+  virtual bool delete_snapshot(const std::string& id) = 0;
 
   virtual void put_key(const KeyRecord& key) = 0;
   virtual std::optional<KeyRecord> find_key_by_hash(const std::string& hash) = 0;

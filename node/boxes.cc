@@ -10,7 +10,7 @@
 #include <cstdlib>
 
 #include "runtime/container/container.h"
-#include "storage/rootfs.h"
+#include "storage/layer.h"
 #include "sys/error.h"
 #include "sys/fs.h"
 
@@ -108,7 +108,12 @@ BoxLocation LocalBox::location() const {
   return l;
 }
 
-void LocalBox::reconfigure(const std::string& hostname, const sys::CgroupLimits& limits) {
+void LocalBox::reconfigure(const std::string& hostname, const sys::CgroupLimits& limits,
+                           uint64_t disk) {
+  if (disk != request_.disk && !dir_.empty() && !archived()) {
+    boxes_.storage_->set_quota(dir_ + "/upper", disk);
+  }
+  request_.disk = disk;
   if (!box_) {  // taken at the next start
     request_.hostname = hostname;
     request_.limits = limits;
@@ -123,9 +128,115 @@ void LocalBox::reconfigure(const std::string& hostname, const sys::CgroupLimits&
   request_.limits = limits;
 }
 
+std::string LocalBox::archive_path() const {
+  return boxes_.archives_dir_ + "/" + request_.id + ".tar.zst";
+}
+
+bool LocalBox::archived() const {
+  return !dir_.empty() && !sys::is_dir(dir_ + "/upper") && sys::exists(archive_path());
+}
+
+uint64_t LocalBox::snapshot(const std::string& snapshot_id) {
+  if (dir_.empty()) throw invalid_argument("box " + id() + " keeps its files in memory");
+  if (archived()) throw Error(ErrorCode::conflict, "box " + id() + " is archived: start it first");
+  std::string dest = boxes_.snapshot_dir(snapshot_id);
+  if (sys::exists(dest)) throw Error(ErrorCode::conflict, "snapshot " + snapshot_id + " exists");
+  // The files must not change while they are captured: the box is frozen for exactly that.
+  bool freeze = box_ && !box_->frozen();
+  if (freeze) box_->freeze();
+  std::exception_ptr failed;
+  try {
+    boxes_.storage_->snapshot(dir_ + "/upper", dest);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (freeze) box_->thaw();
+  if (failed) {
+    try {
+      boxes_.storage_->remove_layer(dest);
+    } catch (...) {
+    }
+    std::rethrow_exception(failed);
+  }
+  return boxes_.storage_->usage(dest);
+}
+
+void LocalBox::restore(const std::string& snapshot_id) {
+  if (box_) throw Error(ErrorCode::conflict, "box " + id() + " runs: stop it first");
+  if (dir_.empty()) throw invalid_argument("box " + id() + " keeps its files in memory");
+  std::string from = boxes_.snapshot_dir(snapshot_id);
+  if (!sys::is_dir(from)) throw not_found("snapshot " + snapshot_id + " has no files on this node");
+  // The snapshot's copy is made beside the box first: a failure leaves the box as it was.
+  std::string staging = boxes_.boxes_dir_ + "/.restore-" + id();
+  boxes_.storage_->remove_layer(staging + "/upper");
+  sys::remove_tree(staging);
+  if (::mkdir(staging.c_str(), 0700) != 0) throw_errno("mkdir " + staging);
+  try {
+    boxes_.storage_->create_writable(staging, from);
+    if (request_.disk) boxes_.storage_->set_quota(staging + "/upper", request_.disk);
+  } catch (...) {
+    sys::remove_tree(staging);
+    throw;
+  }
+  if (archived()) {
+    sys::make_dirs(dir_, 0700);
+  } else {
+    boxes_.storage_->remove_layer(dir_ + "/upper");
+    sys::remove_tree(dir_ + "/work");
+  }
+  for (const char* part : {"/upper", "/work"}) {
+    std::string a = staging + part, b = dir_ + part;
+    if (::rename(a.c_str(), b.c_str()) != 0) throw_errno("rename " + a + " to " + b);
+  }
+  sys::remove_tree(staging);
+  sys::remove_tree(archive_path());
+}
+
+uint64_t LocalBox::archive() {
+  if (box_) throw Error(ErrorCode::conflict, "box " + id() + " runs: stop it first");
+  if (dir_.empty()) throw invalid_argument("box " + id() + " keeps its files in memory");
+  std::string path = archive_path();
+  if (archived()) return sys::file_size(path);
+  make_private_dir(boxes_.archives_dir_);
+  std::string tmp = path + ".tmp";
+  try {
+    sys::UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!out) throw_errno("create " + tmp);
+    storage::pack_layer(dir_ + "/upper", out.get(), storage::Compression::zstd);
+    if (::fsync(out.get()) != 0) throw_errno("fsync " + tmp);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  // The archive is complete: the directory goes.
+  boxes_.storage_->remove_layer(dir_ + "/upper");
+  sys::remove_tree(dir_ + "/work");
+  return sys::file_size(path);
+}
+
+void LocalBox::unarchive() {
+  std::string path = archive_path();
+  sys::make_dirs(dir_, 0700);
+  storage::WritableLayer layer = boxes_.storage_->create_writable(dir_);
+  try {
+    sys::UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) throw_errno("open " + path);
+    storage::unpack_layer(in.get(), layer.upper);
+    if (request_.disk) boxes_.storage_->set_quota(layer.upper, request_.disk);
+  } catch (...) {
+    // The archive stays; the half-unpacked layer goes, so the box is still archived.
+    boxes_.storage_->remove_layer(layer.upper);
+    sys::remove_tree(layer.work);
+    throw;
+  }
+  ::unlink(path.c_str());
+}
+
 void LocalBox::start() {
   if (gone_) throw Error(ErrorCode::conflict, "box " + id() + " is gone");
   if (box_) return;
+  if (archived()) unarchive();
   // Leased to us until init runs, then to init: the lease follows the box, not this process.
   IdLease lease = boxes_.id_allocator_.acquire(sys::ProcessRef::self());
   lease_ = std::move(lease);
@@ -178,7 +289,12 @@ void LocalBox::destroy() {
   step([&] { stop(); });
   step([&] { boxes_.runtime_->remove_leftovers(id()); });
   step([&] {
-    if (!dir_.empty()) sys::remove_tree(dir_);
+    if (dir_.empty()) return;
+    boxes_.storage_->remove_layer(dir_ + "/upper");
+    sys::remove_tree(dir_);
+  });
+  step([&] {
+    if (!dir_.empty()) sys::remove_tree(archive_path());
   });
   step([&] {
     if (!run_dir_.empty()) sys::remove_tree(run_dir_);
@@ -202,17 +318,18 @@ Boxes::Boxes(Options options)
         if (o.run_dir.empty()) o.run_dir = default_run_dir(o.state_dir);
         return o;
       }(std::move(options))),
-      boxes_dir_(options_.state_dir + "/boxes"),
       mount_dir_(options_.state_dir + "/mnt"),
       run_one_shot_dir_(options_.run_dir + "/one-shot"),
+      archives_dir_(options_.state_dir + "/archives"),
       images_(options_.state_dir),
       id_allocator_(options_.ids_dir) {
   // Box files are stored with in-box ids (a box's setuid-root binary is setuid root on disk):
   // nobody but root may walk into the state directory.
-  for (const auto& d :
-       {options_.state_dir, boxes_dir_, mount_dir_, options_.run_dir, run_one_shot_dir_}) {
+  for (const auto& d : {options_.state_dir, mount_dir_, options_.run_dir, run_one_shot_dir_}) {
     make_private_dir(d);
   }
+  storage_ = storage::open_storage({options_.state_dir, options_.storage});
+  boxes_dir_ = storage_->boxes_dir();
   if (options_.init_path.empty()) options_.init_path = find_init_binary();
   runtime_ = std::make_unique<runtime::container::ContainerRuntime>(
       runtime::container::ContainerRuntime::Options{options_.init_path, options_.cgroup_parent});
@@ -268,7 +385,11 @@ std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
         box->dir_.clear();  // not ours to remove
         throw_errno("mkdir " + dir);
       }
-      storage::create_writable_layer(box->dir_);
+      std::string from = r.snapshot.empty() ? "" : snapshot_dir(r.snapshot);
+      if (!from.empty() && !sys::is_dir(from))
+        throw not_found("snapshot " + r.snapshot + " has no files on this node");
+      storage_->create_writable(box->dir_, from);
+      if (r.disk) storage_->set_quota(box->dir_ + "/upper", r.disk);
     }
     box->start();
   } catch (...) {
@@ -278,9 +399,16 @@ std::unique_ptr<LocalBox> Boxes::create(const BoxRequest& request) {
   return box;
 }
 
+std::string Boxes::snapshot_dir(const std::string& id) const {
+  if (!is_snapshot_id(id)) throw invalid_argument("\"" + id + "\" is not a snapshot id");
+  return storage_->snapshots_dir() + "/" + id;
+}
+
+void Boxes::remove_snapshot(const std::string& id) { storage_->remove_layer(snapshot_dir(id)); }
+
 std::unique_ptr<LocalBox> Boxes::open_stopped(const BoxRequest& request) {
   auto box = std::make_unique<LocalBox>(*this, request, images_.get(request.image));
-  if (request.one_shot || !sys::is_dir(box->dir_ + "/upper")) {
+  if (request.one_shot || (!sys::is_dir(box->dir_ + "/upper") && !box->archived())) {
     box->gone_ = true;  // nothing of it to remove on our account
     throw not_found("box " + request.id + " has no files on this node");
   }

@@ -13,6 +13,7 @@
 #include "node/ids.h"
 #include "runtime/runtime.h"
 #include "storage/images.h"
+#include "storage/rootfs.h"
 #include "sys/cgroup.h"
 
 namespace pitbox::node {
@@ -22,7 +23,10 @@ struct BoxRequest {
   std::string image = "host";
   std::string hostname;  // defaults to the box id
   sys::CgroupLimits limits;
+  uint64_t disk = 0;  // bytes the writable layer may hold (0 = no limit; needs quotas)
   bool one_shot = false;
+  // A snapshot (its id) whose files a new box starts with.
+  std::string snapshot;
 };
 
 // Where a running box is, for a node that restarts: its init and its host id range.
@@ -57,10 +61,19 @@ class LocalBox {
   void start();
   // Gives the box another hostname and limits, now when it runs and at its later starts (its
   // /etc/hosts follows at the next start; etc_hosts() says what to write there now).
-  void reconfigure(const std::string& hostname, const sys::CgroupLimits& limits);
+  void reconfigure(const std::string& hostname, const sys::CgroupLimits& limits, uint64_t disk = 0);
   // Waits up to `grace` for init to end (after being asked to shut down), then kills what is
   // left and removes the runtime's leftovers. The files stay.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
+  // Captures the box's files as the snapshot `snapshot_id` (the box frozen meanwhile when it
+  // runs and is not paused). Returns the bytes it holds.
+  uint64_t snapshot(const std::string& snapshot_id);
+  // Puts the files of snapshot `snapshot_id` in place of the box's (a stopped box).
+  void restore(const std::string& snapshot_id);
+  // Packs a stopped box's writable layer (tar + zstd) into <state>/archives and frees its
+  // directory; start() unpacks it again. Returns the archive's bytes.
+  uint64_t archive();
+  bool archived() const;
   // Freezes every process of a running box (nothing runs, memory stays) / lets them go on.
   void pause();
   void resume();
@@ -77,6 +90,8 @@ class LocalBox {
   storage::Image image_;
   std::string dir_;      // persistent boxes: the writable layer's directory
   std::string run_dir_;  // one-shot boxes: the lock's directory
+  std::string archive_path() const;
+  void unarchive();
   sys::UniqueFd lock_;
   IdLease lease_;
   std::unique_ptr<runtime::Box> box_;
@@ -94,6 +109,8 @@ class Boxes {
     // Host id ranges are leased machine-wide, whatever the state directory.
     std::string ids_dir = "/run/pitbox/ids";
     std::string cgroup_parent = "pitbox";
+    // The storage driver: "overlay", "btrfs" or "btrfs:SIZE" (storage::open_storage).
+    std::string storage = "overlay";
   };
   explicit Boxes(Options options);
   ~Boxes();
@@ -109,6 +126,10 @@ class Boxes {
   int sweep();
 
   storage::ImageStore& images() { return images_; }
+  storage::StorageDriver& storage() { return *storage_; }
+  // Where snapshot `id` keeps its files; removes one (a missing one is not an error).
+  std::string snapshot_dir(const std::string& id) const;
+  void remove_snapshot(const std::string& id);
   runtime::Runtime& runtime() { return *runtime_; }
   const std::string& state_dir() const { return options_.state_dir; }
 
@@ -120,6 +141,8 @@ class Boxes {
   std::string boxes_dir_;  // <state>/boxes: writable layers of persistent boxes
   std::string mount_dir_;  // <state>/mnt: where boxes attach their root (each in its own namespace)
   std::string run_one_shot_dir_;  // <run>/one-shot
+  std::string archives_dir_;      // <state>/archives: packed writable layers of archived boxes
+  std::unique_ptr<storage::StorageDriver> storage_;
   storage::ImageStore images_;
   IdAllocator id_allocator_;
   std::unique_ptr<runtime::Runtime> runtime_;

@@ -13,16 +13,23 @@
 
 namespace pitbox::node {
 
-std::string new_box_id() { return "sb-" + sys::random_base32(12); }
+namespace {
 
-bool is_box_id(const std::string& s) {
-  if (s.size() != 15 || s.compare(0, 3, "sb-") != 0) return false;
+bool is_id(const std::string& s, const char* prefix) {
+  if (s.size() != 15 || s.compare(0, 3, prefix) != 0) return false;
   for (size_t i = 3; i < s.size(); ++i) {
     char c = s[i];
     if (!((c >= 'a' && c <= 'z') || (c >= '2' && c <= '7'))) return false;
   }
   return true;
 }
+
+}  // namespace
+
+std::string new_box_id() { return "sb-" + sys::random_base32(12); }
+bool is_box_id(const std::string& s) { return is_id(s, "sb-"); }
+std::string new_snapshot_id() { return "sn-" + sys::random_base32(12); }
+bool is_snapshot_id(const std::string& s) { return is_id(s, "sn-"); }
 
 IdLease& IdLease::operator=(IdLease&& o) noexcept {
   if (this != &o) {

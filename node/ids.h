@@ -1,5 +1,5 @@
-// Identifiers: box ids ("sb-" + 12 base32 characters) and the host uid/gid ranges boxes run
-// in. A range is leased to one box at a time, machine-wide.
+// Identifiers: box and snapshot ids ("sb-"/"sn-" + 12 base32 characters) and the host uid/gid
+// ranges boxes run in. A range is leased to one box at a time, machine-wide.
 #pragma once
 
 #include <sys/types.h>
@@ -14,6 +14,9 @@ namespace pitbox::node {
 
 std::string new_box_id();
 bool is_box_id(const std::string& s);
+// Snapshot ids: "sn-" + 12 base32 characters.
+std::string new_snapshot_id();
+bool is_snapshot_id(const std::string& s);
 
 // Host ids [kIdBase + slot * 65536, +65536) belong to one box at a time. The ranges sit far
 // above any login user's ids and subuid ranges, and stay below 2^31.

@@ -13,6 +13,8 @@ BoxRequest request_for(const BoxConfig& c) {
   r.image = c.image;
   r.hostname = c.hostname;
   r.limits = c.limits;
+  r.disk = c.disk;
+  r.snapshot = c.snapshot;
   return r;
 }
 
@@ -46,6 +48,30 @@ LocalNode::Entry& LocalNode::running_entry(const std::string& id) {
     throw Error(ErrorCode::conflict, "box " + id + " does not run");
   }
   return it->second;
+}
+
+asio::awaitable<uint64_t> LocalNode::snapshot(const std::string& id,
+                                              const std::string& snapshot_id) {
+  LocalBox* box = entry(id).box.get();
+  auto task = [box, snapshot_id] { return box->snapshot(snapshot_id); };
+  co_return co_await blocking(std::move(task));
+}
+
+asio::awaitable<void> LocalNode::remove_snapshot(const std::string& snapshot_id) {
+  auto task = [this, snapshot_id] { boxes_.remove_snapshot(snapshot_id); };
+  co_await blocking(std::move(task));
+}
+
+asio::awaitable<void> LocalNode::restore(const std::string& id, const std::string& snapshot_id) {
+  LocalBox* box = entry(id).box.get();
+  auto task = [box, snapshot_id] { box->restore(snapshot_id); };
+  co_await blocking(std::move(task));
+}
+
+asio::awaitable<uint64_t> LocalNode::archive(const std::string& id) {
+  LocalBox* box = entry(id).box.get();
+  auto task = [box] { return box->archive(); };
+  co_return co_await blocking(std::move(task));
 }
 
 asio::awaitable<void> LocalNode::pause(const std::string& id) {
@@ -109,7 +135,7 @@ asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
     LocalBox* box = e.box.get();
     BoxConfig wanted = config;  // a stopped box may have been renamed or resized meanwhile
     auto task = [box, wanted] {
-      box->reconfigure(wanted.hostname, wanted.limits);
+      box->reconfigure(wanted.hostname, wanted.limits, wanted.disk);
       box->start();
     };
     co_await blocking(std::move(task));
@@ -124,7 +150,7 @@ asio::awaitable<void> LocalNode::reconfigure(const BoxConfig& config) {
   std::shared_ptr<Channel> channel = e.channel;
   bool renamed = box->request().hostname != config.hostname;
   BoxConfig wanted = config;
-  auto task = [box, wanted] { box->reconfigure(wanted.hostname, wanted.limits); };
+  auto task = [box, wanted] { box->reconfigure(wanted.hostname, wanted.limits, wanted.disk); };
   co_await blocking(std::move(task));
   if (renamed) {
     std::string content = etc_hosts(config.hostname);

@@ -17,10 +17,16 @@ class LocalNode final : public NodeClient {
   ~LocalNode() override;
 
   storage::ImageStore& images() override { return boxes_.images(); }
+  storage::StorageDriver& storage() { return boxes_.storage(); }
   asio::awaitable<storage::LayerDesc> commit(const std::string& id) override;
   asio::awaitable<nlohmann::json> create(const BoxConfig& config) override;
   asio::awaitable<nlohmann::json> start(const BoxConfig& config) override;
   asio::awaitable<void> reconfigure(const BoxConfig& config) override;
+  asio::awaitable<uint64_t> snapshot(const std::string& id,
+                                     const std::string& snapshot_id) override;
+  asio::awaitable<void> remove_snapshot(const std::string& snapshot_id) override;
+  asio::awaitable<void> restore(const std::string& id, const std::string& snapshot_id) override;
+  asio::awaitable<uint64_t> archive(const std::string& id) override;
   asio::awaitable<void> pause(const std::string& id) override;
   asio::awaitable<void> resume(const std::string& id) override;
   asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) override;

@@ -20,6 +20,8 @@ struct BoxConfig {
   std::string image;
   std::string hostname;
   sys::CgroupLimits limits;
+  uint64_t disk = 0;     // bytes its writable layer may hold; 0 = no limit
+  std::string snapshot;  // create: a snapshot id whose files the box starts with
 };
 
 class NodeClient {
@@ -37,6 +39,16 @@ class NodeClient {
   virtual asio::awaitable<void> reconfigure(const BoxConfig& config) = 0;
   // Ends every process of the box (SIGTERM, SIGKILL after `grace`); the files stay.
   virtual asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) = 0;
+  // Captures a box's files (frozen meanwhile if it runs) as snapshot `snapshot_id`; returns
+  // the bytes it holds.
+  virtual asio::awaitable<uint64_t> snapshot(const std::string& id,
+                                             const std::string& snapshot_id) = 0;
+  virtual asio::awaitable<void> remove_snapshot(const std::string& snapshot_id) = 0;
+  // Puts a snapshot's files in place of a stopped box's.
+  virtual asio::awaitable<void> restore(const std::string& id, const std::string& snapshot_id) = 0;
+  // Packs a stopped box's files into an archive and frees its directory (start() unpacks them);
+  // returns the archive's bytes.
+  virtual asio::awaitable<uint64_t> archive(const std::string& id) = 0;
   // Freezes every process of a running box / lets them go on where they were.
   virtual asio::awaitable<void> pause(const std::string& id) = 0;
   virtual asio::awaitable<void> resume(const std::string& id) = 0;

@@ -301,11 +301,22 @@ class CgroupV1 final : public Cgroup {
 
   void freeze() override {
     std::string state = need_freezer() + "/freezer.state";
-    write_control(state, "FROZEN", "freezing");
-    if (!wait_until([&] { return frozen(); }, kFreezeTimeout)) {
-      try_write(state, "THAWED");
-      throw Error(ErrorCode::unavailable, "cgroup " + name_ + " did not freeze within 5 s");
+    // The v1 freezer can stay FREEZING for good when a task forks at the wrong moment (its child
+    // joins after the walk over the tasks): thawing and freezing again gets past it (runc
+    // does the same).
+    auto deadline = std::chrono::steady_clock::now() + kFreezeTimeout;
+    for (int round = 0; std::chrono::steady_clock::now() < deadline; ++round) {
+      if (round % 50 == 49) {
+        try_write(state, "THAWED");
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      write_control(state, "FROZEN", "freezing");
+      if (wait_until([&] { return frozen(); }, std::chrono::milliseconds(round < 50 ? 2 : 20))) {
+        return;
+      }
     }
+    try_write(state, "THAWED");
+    throw Error(ErrorCode::unavailable, "cgroup " + name_ + " did not freeze within 5 s");
   }
 
   void thaw() override { write_control(need_freezer() + "/freezer.state", "THAWED", "thawing"); }

@@ -101,6 +101,12 @@ std::vector<DirEntry> read_dir(const std::string& path) {
   return read_dir(fd.get());
 }
 
+uint64_t file_size(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) throw_errno("stat " + path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
 bool exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;

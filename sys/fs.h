@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,8 @@ std::vector<DirEntry> read_dir(const std::string& path);
 // mkdir -p; returns true when the last component was created by this call.
 bool make_dirs(const std::string& path, mode_t mode = 0755);
 bool exists(const std::string& path);
+// The size of a file (stat); throws when it cannot be read.
+uint64_t file_size(const std::string& path);
 bool is_dir(const std::string& path);
 
 // Removes a file or a whole tree. Never follows symlinks, never crosses into another mount;

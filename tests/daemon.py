@@ -135,6 +135,7 @@ class DaemonTestCase(PitboxTestCase):
 
     daemon = None
     serve_args = ()  # more `pitbox serve` flags for this class's daemon
+    storage_root = ""  # where the storage driver keeps boxes/ and snapshots/ ("" = the state dir)
 
     @classmethod
     def setUpClass(cls):
@@ -159,7 +160,7 @@ class DaemonTestCase(PitboxTestCase):
             d = self.api("DELETE", "/v1/sandboxes/" + sb["id"])
             self.assertIn(d.status, (204, 404), d)
         # What is left is the pool: once it is full again, exactly its boxes.
-        boxes = os.path.join(self.env.state, "boxes")
+        boxes = os.path.join(self.env.state, self.storage_root, "boxes")
         deadline = time.time() + 15
         while True:
             dirs = os.listdir(boxes) if os.path.isdir(boxes) else []
@@ -175,7 +176,7 @@ class DaemonTestCase(PitboxTestCase):
         # that is left); a stopped daemon leaves none.
         if not self.daemon or not self.daemon.proc or self.daemon.proc.poll() is not None:
             return set()
-        boxes = os.path.join(self.env.state, "boxes")
+        boxes = os.path.join(self.env.state, self.storage_root, "boxes")
         return set(os.listdir(boxes)) if os.path.isdir(boxes) else set()
 
     def pool_ready(self):

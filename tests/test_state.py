@@ -22,9 +22,15 @@ def read(path):
 
 
 class StateTestCase(DaemonTestCase):
+    def boxes_dir(self):
+        return os.path.join(self.env.state, self.storage_root, "boxes")
+
+    def snapshots_dir(self):
+        return os.path.join(self.env.state, self.storage_root, "snapshots")
+
     def upper(self, box):
         """The box's writable layer as the host sees it."""
-        return os.path.join(self.env.state, "boxes", box, "upper")
+        return os.path.join(self.boxes_dir(), box, "upper")
 
     def counter(self, box):
         try:
@@ -175,6 +181,144 @@ class ResizeTest(StateTestCase):
             self.assertIn("overlay", r.json()["error"]["message"])
 
     disk_quotas = False
+
+
+
+class SnapshotForkTest(StateTestCase):
+    def snapshot(self, box, name=None, status=201):
+        return self.ok("POST", "/v1/sandboxes/%s/snapshots" % box,
+                       {"name": name} if name else {}, status=status)
+
+    def test_snapshot_new_box_and_rollback(self):
+        box = self.create(name="snapper")["id"]
+        self.sh(box, "mkdir -p /work && echo before > /work/a && ln -s a /work/link && "
+                     "chmod 0741 /work/a && chown 1234:5678 /work/a && rm -f /etc/motd")
+        snap = self.snapshot(box, "snap-one")
+        self.assertEqual((snap["name"], snap["sandbox_id"]), ("snap-one", box))
+        self.sh(box, "echo after > /work/b && echo changed > /work/a")
+
+        # A box made from the snapshot has the files of before, not those of after.
+        new = self.create(snapshot="snap-one")
+        self.assertEqual(new["snapshot"], snap["id"])
+        r = self.sh(new["id"], "cat /work/a; ls /work; stat -c '%a %u %g' /work/a; "
+                               "readlink /work/link; test -e /etc/motd || echo gone")
+        self.assertEqual(r["stdout"], "before\na\nlink\n741 1234 5678\na\ngone\n")
+
+        # Listed, by sandbox and in all; found by name and id.
+        ids = [s["id"] for s in self.ok("GET", "/v1/sandboxes/%s/snapshots" % box)["items"]]
+        self.assertEqual(ids, [snap["id"]])
+        self.assertEqual(self.ok("GET", "/v1/snapshots/snap-one")["id"], snap["id"])
+        self.assertIn(snap["id"], [s["id"] for s in self.ok("GET", "/v1/snapshots")["items"]])
+
+        # Rollback: exactly the files of the snapshot, the box running again.
+        restored = self.ok("POST", "/v1/sandboxes/%s/restore" % box, {"snapshot": "snap-one"})
+        self.assertEqual(restored["state"], "started")
+        r = self.sh(box, "cat /work/a; ls /work; test -e /etc/motd || echo gone")
+        self.assertEqual(r["stdout"], "before\na\nlink\ngone\n")
+
+        # A name that exists; a snapshot of another box; a deleted one.
+        r = self.api("POST", "/v1/sandboxes/%s/snapshots" % box, {"name": "snap-one"})
+        self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+        r = self.api("POST", "/v1/sandboxes/%s/restore" % new["id"], {"snapshot": "snap-one"})
+        self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+        self.assertEqual(self.api("DELETE", "/v1/snapshots/snap-one").status, 204)
+        self.assertEqual(self.api("GET", "/v1/snapshots/snap-one").status, 404)
+        r = self.api("POST", "/v1/sandboxes", {"snapshot": "snap-one"})
+        self.assertEqual((r.status, r.error_code), (404, "not_found"), r)
+        self.assertEqual(os.listdir(self.snapshots_dir()), [])
+
+    def test_a_snapshot_keeps_its_image(self):
+        box = self.create(image="busybox")["id"]
+        snap = self.snapshot(box)
+        self.addCleanup(self.api, "DELETE", "/v1/snapshots/" + snap["id"])
+        self.assertEqual(self.api("DELETE", "/v1/sandboxes/" + box).status, 204)
+        r = self.api("DELETE", "/v1/images/busybox")
+        self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+        self.assertIn(snap["id"], r.json()["error"]["message"])
+
+    def test_fork_into_independent_boxes(self):
+        parent = self.create(labels={"team": "a"})["id"]
+        self.ok("POST", "/v1/sandboxes/%s/sessions" % parent, {"shell": COUNTER}, status=201)
+        self.sh(parent, "echo shared > /shared")
+        r = self.ok("POST", "/v1/sandboxes/%s/fork" % parent,
+                    {"count": 3, "labels": {"team": "b"}}, status=201)
+        kids = [k["id"] for k in r["items"]]
+        self.assertEqual(len(set(kids)), 3)
+        for k in r["items"]:
+            self.assertEqual((k["state"], k["forked_from"], k["labels"]),
+                             ("started", parent, {"team": "b"}))
+        self.assertEqual(sorted(self.ok("GET", "/v1/sandboxes/" + parent)["children"]),
+                         sorted(kids))
+        # The parent kept running; each box writes only into itself.
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + parent)["state"], "started")
+        self.wait_counter(parent, self.counter(parent))
+        for i, k in enumerate(kids):
+            self.assertEqual(self.exec(k, "cat", "/shared")["stdout"], "shared\n")
+            self.sh(k, "echo %d > /mine" % i)
+        self.sh(parent, "echo parent > /mine")
+        for i, k in enumerate(kids):
+            self.assertEqual(self.exec(k, "cat", "/mine")["stdout"], "%d\n" % i)
+        self.assertEqual(self.exec(parent, "cat", "/mine")["stdout"], "parent\n")
+        # Named children; no fork snapshot is left behind.
+        r = self.ok("POST", "/v1/sandboxes/%s/fork" % parent, {"names": ["left", "right"]},
+                    status=201)
+        self.assertEqual([k["name"] for k in r["items"]], ["left", "right"])
+        self.assertEqual(os.listdir(self.snapshots_dir()), [])
+
+    def test_bad_forks_harm_nothing(self):
+        parent = self.create(name="forkee")["id"]
+        ids = lambda: [b["id"] for b in self.ok("GET", "/v1/sandboxes?limit=1000")["items"]]
+        before = ids()
+        for body, status in (({"count": 0}, 400), ({"count": 101}, 400), ({"count": "2"}, 400),
+                             ({"names": ["forkee"]}, 409), ({"names": ["x", "x"]}, 409),
+                             ({"names": ["Bad Name"]}, 400), ({"count": 2, "names": ["a"]}, 400),
+                             ({"colour": 1}, 400)):
+            r = self.api("POST", "/v1/sandboxes/%s/fork" % parent, body)
+            self.assertEqual(r.status, status, (body, r))
+        self.assertEqual(ids(), before)
+        self.assertEqual(self.exec(parent, "true")["exit_code"], 0)
+        # An archived box cannot be forked or snapshotted.
+        self.ok("POST", "/v1/sandboxes/%s/stop" % parent)
+        self.ok("POST", "/v1/sandboxes/%s/archive" % parent)
+        r = self.api("POST", "/v1/sandboxes/%s/fork" % parent, {"count": 2})
+        self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+        self.assertEqual(self.api("POST", "/v1/sandboxes/%s/snapshots" % parent, {}).status, 409)
+        self.assertEqual(ids(), before)
+
+    def test_archive_and_bring_back(self):
+        box = self.create()["id"]
+        self.sh(box, "mkdir -p /data/sub && echo hello > /data/f && chmod 0604 /data/f && "
+                     "chown 42:43 /data/f && ln -s f /data/link && ln /data/f /data/hard && "
+                     "mkfifo /data/fifo && rm -f /etc/motd && mkdir -p /etc/opaque")
+        self.ok("POST", "/v1/sandboxes/%s/stop" % box)
+        archived = self.ok("POST", "/v1/sandboxes/%s/archive" % box)
+        self.assertEqual(archived["state"], "archived")
+        self.assertFalse(os.path.exists(os.path.join(self.boxes_dir(), box, "upper")))
+        self.assertTrue(os.path.exists(os.path.join(self.env.state, "archives",
+                                                    box + ".tar.zst")))
+        r = self.api("POST", "/v1/sandboxes/%s/exec" % box, {"cmd": ["true"]})
+        self.assertEqual(r.status, 409, r)
+        started = self.ok("POST", "/v1/sandboxes/%s/start" % box)
+        self.assertEqual(started["state"], "started")
+        r = self.sh(box, "cat /data/f; stat -c '%a %u %g %h' /data/f; readlink /data/link; "
+                         "test -p /data/fifo && echo fifo; test -e /etc/motd || echo gone")
+        self.assertEqual(r["stdout"], "hello\n604 42 43 2\nf\nfifo\ngone\n")
+        self.assertFalse(os.path.exists(os.path.join(self.env.state, "archives",
+                                                     box + ".tar.zst")))
+        # Only a stopped box is archived.
+        r = self.api("POST", "/v1/sandboxes/%s/archive" % box)
+        self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+
+    def test_snapshots_survive_a_restart(self):
+        box = self.create()["id"]
+        self.sh(box, "echo kept > /kept")
+        snap = self.snapshot(box, "kept-snap")
+        self.daemon.stop()
+        self.daemon.start()
+        self.assertEqual(self.ok("GET", "/v1/snapshots/kept-snap")["id"], snap["id"])
+        new = self.create(snapshot=snap["id"])["id"]
+        self.assertEqual(self.exec(new, "cat", "/kept")["stdout"], "kept\n")
+        self.api("DELETE", "/v1/snapshots/" + snap["id"])
 
 
 if __name__ == "__main__":
