@@ -141,15 +141,19 @@ class Commands final : public ClientCommands {
     create_ = client_options(app.add_subcommand("create", "Create a sandbox and start it"));
     create_->add_option("--name", create_body_name_, "A unique name");
     create_->add_option("--image", image_, "Image name, tag or id (default: the server's)");
+    create_->add_option("--snapshot", snapshot_, "Start with the files of this snapshot");
     create_->add_option("--label,-l", labels_, "KEY=VALUE (repeatable)");
     create_->add_option("--env,-e", env_, "KEY=VALUE (repeatable)");
     create_->add_option("--cpus", cpus_, "CPU limit, e.g. 0.5 or 2");
     create_->add_option("--memory,-m", memory_, "Memory limit, e.g. 512m");
     create_->add_option("--pids", pids_, "Most processes at once");
+    create_->add_option("--disk", disk_, "Disk limit of its files, e.g. 10g (btrfs storage)");
     create_->add_option("--workdir,-w", workdir_, "Working directory of commands");
     create_->add_option("--user,-u", user_, "User of commands");
     create_->add_option("--auto-stop", auto_stop_, "Stop after this many idle minutes");
     create_->add_option("--auto-delete", auto_delete_, "Delete this many minutes after stopping");
+    create_->add_option("--auto-archive", auto_archive_,
+                        "Archive this many minutes after stopping");
     create_->add_flag("--ephemeral", ephemeral_, "Delete the sandbox when it stops");
     create_->add_flag("--json", json_, "Print the sandbox as JSON");
 
@@ -326,6 +330,8 @@ class Commands final : public ClientCommands {
       body["cpus"] = cpus;
     }
     if (!memory_.empty()) body["memory"] = memory_;
+    if (!disk_.empty()) body["disk"] = disk_;
+    if (!snapshot_.empty()) body["snapshot"] = snapshot_;
     if (!pids_.empty()) {
       try {
         body["pids"] = std::stoll(pids_);
@@ -337,6 +343,7 @@ class Commands final : public ClientCommands {
     if (!user_.empty()) body["user"] = user_;
     if (auto_stop_) body["auto_stop_minutes"] = *auto_stop_;
     if (auto_delete_) body["auto_delete_minutes"] = *auto_delete_;
+    if (auto_archive_) body["auto_archive_minutes"] = *auto_archive_;
     if (ephemeral_) body["ephemeral"] = true;
     json sb = c.call(http::verb::post, "/v1/sandboxes", body);
     if (json_) return print(sb, true);
@@ -646,7 +653,8 @@ class Commands final : public ClientCommands {
   bool build_base_ = false;
   std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
   std::vector<std::string> labels_, env_;
-  std::optional<double> auto_stop_, auto_delete_, timeout_;
+  std::optional<double> auto_stop_, auto_delete_, auto_archive_, timeout_;
+  std::string snapshot_, disk_;
   bool ephemeral_ = false, tty_ = false, interactive_ = false, detach_ = false, follow_ = false;
   std::string box_, source_, destination_, session_, key_name_;
   std::vector<std::string> boxes_, changes_;

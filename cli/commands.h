@@ -28,6 +28,11 @@ std::unique_ptr<ClientCommands> add_client_commands(CLI::App& app, GlobalOptions
 // --help), whose subcommands are added when the command line names it.
 std::unique_ptr<ClientCommands> add_image_commands(CLI::App& app, GlobalOptions& global, bool full);
 
+// pause, resume, resize, snapshot, fork, restore, archive; without `full` only the commands
+// themselves (for --help), their options added when the command line names one.
+std::unique_ptr<ClientCommands> add_state_commands(CLI::App& app, GlobalOptions& global, bool full);
+bool names_state_command(const char* arg);
+
 // The API's address and key: --url/--key, else PITBOX_API_URL/PITBOX_API_KEY, else the local
 // daemon and its admin key. unauthenticated when there is no key.
 client::Config client_config(const GlobalOptions& global, const std::string& url,

@@ -44,13 +44,15 @@ int main(int argc, char** argv) {
   run_cmd->allow_extras();
 
   auto client_commands = pitbox::cli::add_client_commands(app, global);
-  // The image commands' options are only made when the command line asks for them: making
+  // The image and state commands' options are only made when the command line asks for them: making
   // CLI11 objects touches fresh memory, and page faults are what `pitbox run` costs most.
-  bool image_asked = false;
+  bool image_asked = false, state_asked = false;
   for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
     image_asked = image_asked || std::strcmp(argv[i], "image") == 0;
+    state_asked = state_asked || pitbox::cli::names_state_command(argv[i]);
   }
   auto image_commands = pitbox::cli::add_image_commands(app, global, image_asked);
+  auto state_commands = pitbox::cli::add_state_commands(app, global, state_asked);
 
   // "pitbox run [OPTIONS] -- COMMAND...": everything after the first "--" is the command, even
   // words that look like options. CLI11 only sees what comes before it.
@@ -82,5 +84,6 @@ int main(int argc, char** argv) {
   }
   if (client_commands->chosen()) return client_commands->run(after_dashes);
   if (image_commands->chosen()) return image_commands->run(after_dashes);
+  if (state_commands->chosen()) return state_commands->run(after_dashes);
   return 0;
 }

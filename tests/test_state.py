@@ -321,5 +321,59 @@ class SnapshotForkTest(StateTestCase):
         self.api("DELETE", "/v1/snapshots/" + snap["id"])
 
 
+
+class CliStateTest(StateTestCase):
+    """The issue's agent, from the CLI: create, install something, snapshot, fork into 10, a
+    different command in each, roll one back, pause and resume one, archive one and bring it
+    back, resize one."""
+
+    def cli(self, *args):
+        r = self.pitbox(*args)
+        self.assertEqual(r.returncode, 0, (args, r.stderr))
+        return r.stdout.decode()
+
+    def test_the_agent_of_the_issue(self):
+        self.env.env["PITBOX_API_URL"] = self.daemon.url
+        box = self.cli("create", "--name", "agent").strip()
+        self.cli("exec", "agent", "--", "sh", "-c", "mkdir -p /opt/tool && echo v1 > /opt/tool/v")
+        snap_id, snap_name = self.cli("snapshot", "agent", "--name", "installed").split()
+        self.assertEqual(snap_name, "installed")
+        self.assertIn(snap_id, self.cli("snapshot", "ls", "agent"))
+        kids = self.cli("fork", "agent", "-n", "10").split()
+        self.assertEqual(len(kids), 10)
+        for i, k in enumerate(kids):
+            self.cli("exec", k, "--", "sh", "-c", "echo %d > /opt/tool/mine" % i)
+        for i, k in enumerate(kids):
+            self.assertEqual(self.cli("exec", k, "--", "cat", "/opt/tool/v", "/opt/tool/mine"),
+                             "v1\n%d\n" % i)
+        # Roll the parent back after a change.
+        self.cli("exec", "agent", "--", "sh", "-c", "rm -rf /opt/tool")
+        self.cli("restore", "agent", "installed")
+        self.assertEqual(self.cli("exec", "agent", "--", "cat", "/opt/tool/v"), "v1\n")
+        # Pause and resume one.
+        self.cli("pause", kids[0])
+        r = self.pitbox("exec", kids[0], "--", "true")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"paused", r.stderr)
+        self.cli("resume", kids[0])
+        self.cli("exec", kids[0], "--", "true")
+        # Archive one and bring it back.
+        self.cli("stop", kids[1])
+        self.cli("archive", kids[1])
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + kids[1])["state"], "archived")
+        self.cli("start", kids[1])
+        self.assertEqual(self.cli("exec", kids[1], "--", "cat", "/opt/tool/mine"), "1\n")
+        # Resize one.
+        self.cli("resize", kids[2], "--memory", "300m", "--pids", "99")
+        sb = self.ok("GET", "/v1/sandboxes/" + kids[2])
+        self.assertEqual((sb["memory"], sb["pids"]), (300 << 20, 99))
+        # Bad input names what is wrong.
+        r = self.pitbox("fork", "agent", "-n", "0")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"count", r.stderr)
+        self.cli("snapshot", "rm", "installed")
+        self.assertEqual(self.cli("snapshot", "ls", "-q"), "")
+
+
 if __name__ == "__main__":
     unittest.main()
