@@ -30,11 +30,12 @@ class Api:
 
 
 class Daemon:
-    def __init__(self, pitbox, state):
+    def __init__(self, pitbox, state, args=()):
         self.log = os.path.join(state, "daemon.log")
         os.makedirs(state, exist_ok=True)
         env = dict(os.environ, PITBOX_STATE=state, PITBOX_CGROUP_PARENT="pitbox-bench")
-        self.proc = subprocess.Popen([pitbox, "serve", "--listen", "127.0.0.1:0", "--quiet"],
+        self.proc = subprocess.Popen([pitbox, "serve", "--listen", "127.0.0.1:0", "--quiet"] +
+                                     list(args),
                                      stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
                                      env=env)
         deadline = time.time() + 30

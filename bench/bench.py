@@ -1,9 +1,9 @@
 """Benchmarks of pitbox against bubblewrap and runc, timed with hyperfine in the same run.
 
 Start-up: a one-shot box that runs /bin/true and is gone again, the same as `bwrap --unshare-all`
-and `runc run` do it. Then the daemon through its HTTP API (api_bench.py) and images
-(image_bench.py). Results are reported as mean, median, p95 and ratios; docs/benchmarks.md keeps
-the figures of a reference run.
+and `runc run` do it. Then the daemon through its HTTP API (api_bench.py), images
+(image_bench.py) and a box's state: pause, snapshot, fork (state_bench.py). Results are reported
+as mean, median, p95 and ratios; docs/benchmarks.md keeps the figures of a reference run.
 """
 
 import argparse
@@ -17,6 +17,7 @@ import tempfile
 
 import api_bench
 import image_bench
+import state_bench
 
 
 def hyperfine(commands, runs, warmup, env=None):
@@ -105,6 +106,7 @@ def main():
                                                               r["mean"] / base))
     report = "\n".join(lines) + "\n\n" + api_bench.run(args.pitbox)
     report += "\n" + image_bench.run(args.pitbox, base=not args.no_base)
+    report += "\n" + state_bench.run(args.pitbox)
     with open(args.report, "w") as f:
         f.write(report)
     sys.stdout.write(report)

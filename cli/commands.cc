@@ -34,8 +34,6 @@ using client::query_escape;
 using nlohmann::json;
 namespace http = boost::beast::http;
 
-std::string sandbox_path(const std::string& box) { return "/v1/sandboxes/" + query_escape(box); }
-
 std::string labels_text(const json& labels) {
   std::string out;
   if (!labels.is_object()) return out;

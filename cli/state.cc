@@ -19,8 +19,6 @@ using client::query_escape;
 using nlohmann::json;
 namespace http = boost::beast::http;
 
-std::string sandbox_path(const std::string& box) { return "/v1/sandboxes/" + query_escape(box); }
-
 // "forking sb-... into 10 ..." on a terminal, then the time it took.
 class Step {
  public:
@@ -119,7 +117,7 @@ class StateCommands final : public ClientCommands {
       if (*archive_) return each(c, "/archive", "archiving");
       if (*resize_) return resize(c);
       if (*snapshot_ls_) return snapshot_ls(c);
-      if (*snapshot_rm_) return snapshot_rm(c);
+      if (*snapshot_rm_) return each(c, "", "", http::verb::delete_, true);
       if (*snapshot_) return snapshot(c);
       if (*fork_) return fork(c);
       if (*restore_) {
@@ -138,17 +136,20 @@ class StateCommands final : public ClientCommands {
   }
 
  private:
-  int each(Client& c, const std::string& suffix, const std::string& doing = "") {
+  // `method` on the path of each of boxes_ (sandboxes, or snapshots with `snapshots`).
+  int each(Client& c, const std::string& suffix, const std::string& doing = "",
+           http::verb method = http::verb::post, bool snapshots = false) {
     int rc = 0;
-    for (const auto& box : boxes_) {
+    for (const auto& ref : boxes_) {
       try {
         std::optional<Step> step;
-        if (!doing.empty()) step.emplace(doing + " " + box);
-        c.call(http::verb::post, sandbox_path(box) + suffix);
+        if (!doing.empty()) step.emplace(doing + " " + ref);
+        c.call(method,
+               (snapshots ? "/v1/snapshots/" + query_escape(ref) : sandbox_path(ref)) + suffix);
         if (step) step->done();
-        std::cout << box << "\n";
+        std::cout << ref << "\n";
       } catch (const Error& e) {
-        std::fprintf(stderr, "pitbox: %s: %s\n", box.c_str(), e.message().c_str());
+        std::fprintf(stderr, "pitbox: %s: %s\n", ref.c_str(), e.message().c_str());
         rc = kExitClientError;
       }
     }
@@ -217,20 +218,6 @@ class StateCommands final : public ClientCommands {
     }
     if (!quiet_) print_table({"ID", "NAME", "SANDBOX", "IMAGE", "SIZE", "CREATED"}, rows);
     return 0;
-  }
-
-  int snapshot_rm(Client& c) {
-    int rc = 0;
-    for (const auto& ref : boxes_) {
-      try {
-        c.call(http::verb::delete_, "/v1/snapshots/" + query_escape(ref));
-        std::cout << ref << "\n";
-      } catch (const Error& e) {
-        std::fprintf(stderr, "pitbox: %s: %s\n", ref.c_str(), e.message().c_str());
-        rc = kExitClientError;
-      }
-    }
-    return rc;
   }
 
   int fork(Client& c) {

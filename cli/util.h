@@ -18,12 +18,18 @@
 #include <string>
 #include <vector>
 
+#include "client/client.h"
 #include "storage/tar_writer.h"
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/units.h"
 
 namespace pitbox::cli {
+
+// The API path of a sandbox named by id or name.
+inline std::string sandbox_path(const std::string& box) {
+  return "/v1/sandboxes/" + client::query_escape(box);
+}
 
 // "3 minutes ago" from an API time ("2026-11-22T10:00:00.123Z").
 inline std::string ago(const nlohmann::json& time) {

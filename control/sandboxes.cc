@@ -124,6 +124,47 @@ void Sandboxes::check_idle(const Sandbox& s) const {
   }
 }
 
+asio::awaitable<Sandbox> Sandboxes::make_box(Sandbox s, bool warm) {
+  std::string id = s.id;
+  // Recorded (and the name taken) before the first wait.
+  boxes_[id] = s;
+  if (!s.spec.name.empty()) names_[s.spec.name] = id;
+  save(s);
+  std::exception_ptr failed;
+  json location;
+  try {
+    if (warm) {
+      node::BoxConfig config = config_for(s);
+      if (config.hostname != id || config.limits.any()) co_await node_.reconfigure(config);
+      location = s.location;
+    } else {
+      location = co_await node_.create(config_for(s));
+    }
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) {
+    // A box that could not be made is not kept: nothing half-made stays.
+    names_.erase(s.spec.name);
+    boxes_.erase(id);
+    if (warm) {
+      // The limits were refused, say: the warm box goes too.
+      try {
+        co_await node_.destroy(id);
+      } catch (...) {
+      }
+    }
+    store_.delete_sandbox(id);
+    std::rethrow_exception(failed);
+  }
+  Sandbox& made = boxes_.at(id);
+  made.state = State::started;
+  made.location = location;
+  made.started_at = made.last_activity_at = sys::now_ms();
+  save(made);
+  co_return made;
+}
+
 asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   SandboxSpec spec = parse_create(body, capabilities());
   if (options_.image_defaults) options_.image_defaults(spec);
@@ -153,43 +194,7 @@ asio::awaitable<Sandbox> Sandboxes::create(const json& body) {
   s.state = State::creating;
   s.created_at = s.last_activity_at = sys::now_ms();
   if (warm) s.location = warm->location;
-  // Recorded (and the name taken) before the first wait.
-  boxes_[s.id] = s;
-  if (!spec.name.empty()) names_[spec.name] = s.id;
-  save(s);
-  std::string id = s.id;
-  std::exception_ptr failed;
-  json location;
-  try {
-    if (warm) {
-      node::BoxConfig config = config_for(s);
-      if (config.hostname != warm->id || config.limits.any()) co_await node_.reconfigure(config);
-      location = s.location;
-    } else {
-      location = co_await node_.create(config_for(s));
-    }
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  if (failed) {
-    // A box that could not be made is not kept: nothing half-made stays.
-    names_.erase(spec.name);
-    boxes_.erase(id);
-    if (warm) {
-      // The limits were refused, say: the warm box goes too.
-      try {
-        co_await node_.destroy(id);
-      } catch (...) {
-      }
-    }
-    store_.delete_sandbox(id);
-    std::rethrow_exception(failed);
-  }
-  Sandbox& made = boxes_.at(id);
-  made.state = State::started;
-  made.location = location;
-  made.started_at = made.last_activity_at = sys::now_ms();
-  save(made);
+  Sandbox made = co_await make_box(s, warm.has_value());
   metrics_.create_seconds.observe(seconds_since(started));
   co_return made;
 }
@@ -677,7 +682,7 @@ asio::awaitable<void> Sandboxes::recover() {
           again.sessions.push_back(record);
         }
       }
-    } else {
+    } else if (was != State::archived) {
       if (again.state != State::stopped) again.stopped_at = sys::now_ms();
       again.state = State::stopped;
     }

@@ -121,9 +121,9 @@ class Sandboxes {
   Snapshot& find_snapshot(const std::string& id_or_name);
   const Snapshot& find_snapshot(const std::string& id_or_name) const;
   void save_snapshot(const Snapshot& s);
-  // Makes a started sandbox of `s` (recorded first), its files from snapshot `snapshot_id`;
-  // on failure it is gone again.
-  asio::awaitable<Sandbox> make_box(Sandbox s);
+  // Makes `s` a started sandbox (recorded first, its name taken before the first wait): a new
+  // box, or the warm pool box of the same id named and limited. On failure it is gone again.
+  asio::awaitable<Sandbox> make_box(Sandbox s, bool warm);
   // Marks a sandbox busy with an operation that keeps its state (pause, resume, resize,
   // snapshot, fork) for the guard's life; conflict when it already is.
   class BusyGuard {

@@ -208,32 +208,6 @@ asio::awaitable<Sandbox> Sandboxes::restore(const std::string& id_or_name, const
   co_return boxes_.at(id);
 }
 
-asio::awaitable<Sandbox> Sandboxes::make_box(Sandbox s) {
-  std::string id = s.id;
-  boxes_[id] = s;
-  if (!s.spec.name.empty()) names_[s.spec.name] = id;
-  save(s);
-  std::exception_ptr failed;
-  json location;
-  try {
-    location = co_await node_.create(config_for(s));
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  if (failed) {
-    names_.erase(s.spec.name);
-    boxes_.erase(id);
-    store_.delete_sandbox(id);
-    std::rethrow_exception(failed);
-  }
-  Sandbox& made = boxes_.at(id);
-  made.state = State::started;
-  made.location = location;
-  made.started_at = made.last_activity_at = sys::now_ms();
-  save(made);
-  co_return made;
-}
-
 asio::awaitable<std::vector<Sandbox>> Sandboxes::fork(const std::string& id_or_name,
                                                       const json& body) {
   if (!body.is_object()) throw invalid_argument("the request must be a JSON object");
@@ -319,7 +293,7 @@ asio::awaitable<std::vector<Sandbox>> Sandboxes::fork(const std::string& id_or_n
       child.forked_from = parent_id;
       child.state = State::creating;
       child.created_at = child.last_activity_at = sys::now_ms();
-      Sandbox done = co_await make_box(child);
+      Sandbox done = co_await make_box(child, false);
       made.push_back(done);
     }
   } catch (...) {

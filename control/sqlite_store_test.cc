@@ -323,8 +323,9 @@ TEST_F(SqliteStoreTest, BringsAVersionOneDatabaseUpToDate) {
   auto snapshots = store->list_snapshots();
   ASSERT_EQ(snapshots.size(), 1u);
   EXPECT_EQ(snapshots[0].name, "snap");
-  Error clash = error_from(
-      [&] { store->put_snapshot({"sn-bbbbbbbbbbbb", "snap", 6, nlohmann::json::object()}); });
+  Error clash = error_from([&] {
+    store->put_snapshot({"sn-bbbbbbbbbbbb", "snap", 6, nlohmann::json::object()});
+  });
   EXPECT_EQ(clash.code(), ErrorCode::conflict);
   EXPECT_TRUE(store->delete_snapshot("sn-aaaaaaaaaaaa"));
   EXPECT_TRUE(store->list_snapshots().empty());

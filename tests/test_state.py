@@ -313,9 +313,16 @@ class SnapshotForkTest(StateTestCase):
         box = self.create()["id"]
         self.sh(box, "echo kept > /kept")
         snap = self.snapshot(box, "kept-snap")
+        archived = self.create()["id"]
+        self.sh(archived, "echo packed > /packed")
+        self.ok("POST", "/v1/sandboxes/%s/stop" % archived)
+        self.ok("POST", "/v1/sandboxes/%s/archive" % archived)
         self.daemon.stop()
         self.daemon.start()
         self.assertEqual(self.ok("GET", "/v1/snapshots/kept-snap")["id"], snap["id"])
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + archived)["state"], "archived")
+        self.ok("POST", "/v1/sandboxes/%s/start" % archived)
+        self.assertEqual(self.exec(archived, "cat", "/packed")["stdout"], "packed\n")
         new = self.create(snapshot=snap["id"])["id"]
         self.assertEqual(self.exec(new, "cat", "/kept")["stdout"], "kept\n")
         self.api("DELETE", "/v1/snapshots/" + snap["id"])
