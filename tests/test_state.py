@@ -3,10 +3,11 @@ suite runs on each storage driver (overlay here, btrfs in test_state_btrfs.py)."
 
 import glob
 import os
+import subprocess
 import time
 import unittest
 
-from daemon import DaemonTestCase
+from daemon import Daemon, DaemonTestCase
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /counter; sleep 0.05; done"
 
@@ -380,6 +381,61 @@ class CliStateTest(StateTestCase):
         self.assertIn(b"count", r.stderr)
         self.cli("snapshot", "rm", "installed")
         self.assertEqual(self.cli("snapshot", "ls", "-q"), "")
+
+
+
+class ForkOutOfDiskTest(StateTestCase):
+    """A fork that runs out of disk midway (box directories on a 64 MiB tmpfs): a clear error,
+    no half-made child, no snapshot left, and the parent unharmed."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(DaemonTestCase, cls).setUpClass()  # an Env; the daemon comes below
+        cls.mounts = []
+        try:
+            for d, size in (("boxes", "64m"), ("snapshots", "64m")):
+                path = os.path.join(cls.env.state, d)
+                os.makedirs(path, mode=0o700)
+                subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size,
+                                "pitbox-test-disk", path], check=True)
+                cls.mounts.append(path)
+            cls.daemon = Daemon(cls.env, pool=0).start()
+        except BaseException:
+            cls.unmount()
+            raise
+
+    @classmethod
+    def unmount(cls):
+        for m in cls.mounts:
+            subprocess.run(["umount", m])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.daemon:
+                cls.daemon.stop()
+        finally:
+            cls.unmount()
+            super(DaemonTestCase, cls).tearDownClass()
+
+    def kept_mounts(self):
+        return set(self.mounts)
+
+    def test_a_fork_that_does_not_fit(self):
+        parent = self.create()["id"]
+        self.sh(parent, "head -c 20000000 /dev/urandom > /data && echo kept > /small")
+        before = [b["id"] for b in self.ok("GET", "/v1/sandboxes")["items"]]
+        r = self.api("POST", "/v1/sandboxes/%s/fork" % parent, {"count": 4})
+        self.assertEqual((r.status, r.error_code), (429, "resource_exhausted"), r)
+        self.assertIn("No space left", r.json()["error"]["message"])
+        self.assertEqual([b["id"] for b in self.ok("GET", "/v1/sandboxes")["items"]], before)
+        self.assertEqual(sorted(os.listdir(self.boxes_dir())), [parent])
+        self.assertEqual(os.listdir(self.snapshots_dir()), [])
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + parent)["state"], "started")
+        self.assertEqual(self.exec(parent, "cat", "/small")["stdout"], "kept\n")
+        # One that fits still works.
+        r = self.ok("POST", "/v1/sandboxes/%s/fork" % parent, {"count": 1}, status=201)
+        self.assertEqual(self.exec(r["items"][0]["id"], "cat", "/small")["stdout"], "kept\n")
 
 
 if __name__ == "__main__":
