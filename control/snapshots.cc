@@ -148,12 +148,11 @@ asio::awaitable<Snapshot> Sandboxes::snapshot(const std::string& id_or_name, con
 
 asio::awaitable<void> Sandboxes::delete_snapshot(const std::string& id_or_name) {
   Snapshot snap = find_snapshot(id_or_name);
-  for (const auto& [id, what] : in_flight_) {
-    (void)what;
-    auto it = boxes_.find(id);
-    if (it != boxes_.end() && it->second.spec.snapshot == snap.id &&
-        it->second.state == State::creating) {
-      throw Error(ErrorCode::conflict, "snapshot " + snap.id + " is in use by sandbox " + id);
+  // A box being made from it right now still copies its files.
+  for (const auto& [id, s] : boxes_) {
+    if (s.state == State::creating && s.spec.snapshot == snap.id) {
+      throw Error(ErrorCode::conflict,
+                  "snapshot " + snap.id + " is being copied into sandbox " + id + ": try again");
     }
   }
   co_await node_.remove_snapshot(snap.id);

@@ -93,7 +93,9 @@ class BtrfsDriver final : public DriverBase {
   bool quotas() const override { return true; }
 
   void snapshot(const std::string& layer, const std::string& dest) override {
-    sys::btrfs::snapshot(layer, dest, true);
+    // Not flagged read-only: deleting a read-only subvolume first commits a transaction to
+    // clear the flag (~10 ms), and a fork deletes its capture at once. Nothing writes to it.
+    sys::btrfs::snapshot(layer, dest, false);
   }
   void remove_layer(const std::string& layer) override {
     if (sys::btrfs::is_subvolume(layer)) {

@@ -32,8 +32,8 @@ class StorageDriver {
   // On failure nothing of it is left.
   virtual WritableLayer create_writable(const std::string& box_dir,
                                         const std::string& from = "") = 0;
-  // Captures the layer `layer` at `dest` (which must not exist), read-only. The caller keeps
-  // the layer from changing meanwhile (the box frozen or stopped).
+  // Captures the layer `layer` at `dest` (which must not exist). The caller keeps the layer
+  // from changing meanwhile (the box frozen or stopped), and nothing writes to the capture.
   virtual void snapshot(const std::string& layer, const std::string& dest) = 0;
   // Removes a layer made by create_writable or snapshot (also a plain directory). A missing
   // one is not an error.
