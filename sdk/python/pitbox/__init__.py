@@ -9,7 +9,7 @@
 
 from ._transport import __version__
 from .builder import ImageBuilder
-from .client import DEFAULT_URL, Keys, Pitbox
+from .client import DEFAULT_URL, Keys, Pitbox, Snapshots
 from .errors import (
     BuildError,
     CommandError,
@@ -38,6 +38,7 @@ from .models import (
     Health,
     Image,
     ImageConfig,
+    Snapshot,
     ImageLayer,
     Key,
     MatchList,
@@ -53,6 +54,8 @@ __all__ = [
     "DEFAULT_URL",
     "Pitbox",
     "Keys",
+    "Snapshots",
+    "Snapshot",
     "Sandbox",
     "Sessions",
     "Session",

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._transport import QueryValue, Transport
 from .images import Images
-from .models import AuditEntry, CreatedKey, Health, Image, Key
+from .models import AuditEntry, CreatedKey, Health, Image, Key, Snapshot
 from .sandbox import Sandbox, paginate, quote
 
 __all__ = ["Pitbox", "Keys", "DEFAULT_URL"]
@@ -50,6 +50,7 @@ class Pitbox:
         self.keys = Keys(self._transport)
         """API keys (admin key only)."""
         self.images = Images(self._transport)
+        self.snapshots = Snapshots(self._transport)
         """Images, and builds of new ones."""
 
     @property
@@ -82,7 +83,9 @@ class Pitbox:
                pids: int | None = None, workdir: str | None = None, user: str | None = None,
                auto_stop_minutes: float | None = None,
                auto_delete_minutes: float | None = None, ephemeral: bool = False, *,
-               disk: int | str | None = None, runtime: str | None = None) -> Sandbox:
+               disk: int | str | None = None, runtime: str | None = None,
+               snapshot: Snapshot | str | None = None,
+               auto_archive_minutes: float | None = None) -> Sandbox:
         """Creates a sandbox and returns it once it is ready to run commands.
 
         ``image`` is a name (``"host"``, ``"busybox"``, ``"myimage:1"``), an id, or an
@@ -90,13 +93,21 @@ class Pitbox:
         size strings such as ``"512m"``; ``cpus`` may be fractional. ``auto_stop_minutes``
         stops the sandbox after that long without activity, ``auto_delete_minutes`` deletes
         it that long after it stopped, and an ``ephemeral`` sandbox is deleted when it stops.
+        ``snapshot`` (a :class:`Snapshot`, id or name) starts the sandbox with that
+        snapshot's files on its image, instead of ``image``. ``auto_archive_minutes`` archives
+        it that long after it stopped.
         """
-        body: dict[str, Any] = {"image": image.id if isinstance(image, Image) else image}
+        body: dict[str, Any] = {}
+        if snapshot is not None:
+            body["snapshot"] = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+        else:
+            body["image"] = image.id if isinstance(image, Image) else image
         optional: dict[str, Any] = {
             "name": name, "labels": None if labels is None else dict(labels),
             "env": None if env is None else dict(env), "cpus": cpus, "memory": memory,
             "pids": pids, "disk": disk, "workdir": workdir, "user": user, "runtime": runtime,
-            "auto_stop_minutes": auto_stop_minutes, "auto_delete_minutes": auto_delete_minutes}
+            "auto_stop_minutes": auto_stop_minutes, "auto_delete_minutes": auto_delete_minutes,
+            "auto_archive_minutes": auto_archive_minutes}
         body.update({k: v for k, v in optional.items() if v is not None})
         if ephemeral:
             body["ephemeral"] = True
@@ -161,6 +172,33 @@ class Pitbox:
     def metrics(self) -> str:
         """The Prometheus metrics, as text."""
         return self._transport.request("GET", "/metrics").content.decode("utf-8")
+
+
+class Snapshots:
+    """Snapshots of sandboxes' files (``pb.snapshots``); :meth:`Sandbox.snapshot` makes
+    them."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def list(self, sandbox: str | None = None, *, page_size: int = 100) -> Iterator[Snapshot]:
+        """Every snapshot (all pages), oldest first; only those of ``sandbox`` (id or name)
+        when given."""
+        return paginate(
+            lambda cursor: self._transport.request(
+                "GET", "/v1/snapshots",
+                query={"sandbox": sandbox, "limit": page_size, "cursor": cursor}).json(),
+            Snapshot.from_api)
+
+    def get(self, ref: str) -> Snapshot:
+        """The snapshot with this id or name; :class:`NotFound` if there is none."""
+        return Snapshot.from_api(
+            self._transport.request("GET", "/v1/snapshots/" + quote(ref)).json())
+
+    def delete(self, snapshot: Snapshot | str) -> None:
+        """Deletes a snapshot (sandboxes made from it keep their files)."""
+        ref = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+        self._transport.request("DELETE", "/v1/snapshots/" + quote(ref))
 
 
 class Keys:

@@ -430,3 +430,27 @@ class Build:
         details = (self.error or {}).get("details")
         line = details.get("line") if isinstance(details, dict) else None
         return line if isinstance(line, int) else None
+
+
+@dataclass
+class Snapshot:
+    """A sandbox's files captured at one instant (:meth:`Sandbox.snapshot`): new sandboxes
+    start from it (``pb.create(snapshot=...)``) and its sandbox can be rolled back to it
+    (:meth:`Sandbox.restore`). ``size`` is the bytes of the captured files."""
+
+    id: str
+    name: str
+    sandbox_id: str
+    image: str
+    image_id: str
+    size: int = 0
+    created_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Snapshot:
+        return cls(id=data["id"], name=data.get("name", ""),
+                   sandbox_id=data.get("sandbox_id", ""), image=data.get("image", ""),
+                   image_id=data.get("image_id", ""), size=int(data.get("size") or 0),
+                   created_at=data.get("created_at"), raw=data)
+

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from ._transport import Transport
 from .errors import NotFound
 from .files import Files
-from .models import ExecEvent, ExecResult, SessionLogs
+from .models import ExecEvent, ExecResult, SessionLogs, Snapshot
 
 if TYPE_CHECKING:
     from .client import Pitbox
@@ -96,7 +96,12 @@ class Sandbox:
     user: str
     auto_stop_minutes: float | None
     auto_delete_minutes: float | None
+    auto_archive_minutes: float | None
     ephemeral: bool
+    snapshot_id: str | None
+    """The snapshot the sandbox was made from, if any."""
+    forked_from: str | None
+    """The id of the sandbox this one is a fork of, if any."""
     created_at: str | None
     started_at: str | None
     stopped_at: str | None
@@ -127,7 +132,10 @@ class Sandbox:
         self.user = data.get("user", "")
         self.auto_stop_minutes = data.get("auto_stop_minutes")
         self.auto_delete_minutes = data.get("auto_delete_minutes")
+        self.auto_archive_minutes = data.get("auto_archive_minutes")
         self.ephemeral = bool(data.get("ephemeral", False))
+        self.snapshot_id = data.get("snapshot")
+        self.forked_from = data.get("forked_from")
         self.created_at = data.get("created_at")
         self.started_at = data.get("started_at")
         self.stopped_at = data.get("stopped_at")
@@ -183,6 +191,81 @@ class Sandbox:
         self._http.request("DELETE", self._path)
         self.state = "deleted"
 
+    def pause(self) -> Sandbox:
+        """Freezes every process of the sandbox (no CPU used, memory kept); returns self.
+        Commands and file calls on a paused sandbox raise :class:`Conflict` unless they pass
+        ``auto_resume=True``."""
+        self._update(self._http.request("POST", self._path + "/pause").json())
+        return self
+
+    def resume(self) -> Sandbox:
+        """Lets the processes of a paused sandbox go on where they were; returns self."""
+        self._update(self._http.request("POST", self._path + "/resume").json())
+        return self
+
+    def resize(self, *, cpus: float | None = None, memory: int | str | None = None,
+               pids: int | None = None, disk: int | str | None = None) -> Sandbox:
+        """New limits (only those given change): at once for a running sandbox, at its next
+        start for a stopped one. A memory limit below what the sandbox uses now raises
+        :class:`Conflict` (its ``details["memory_used"]`` says how much). Returns self."""
+        body = {k: v for k, v in {"cpus": cpus, "memory": memory, "pids": pids,
+                                  "disk": disk}.items() if v is not None}
+        self._update(self._http.request("POST", self._path + "/resize", json=body).json())
+        return self
+
+    def snapshot(self, name: str | None = None) -> Snapshot:
+        """Captures the sandbox's files now (a running sandbox is frozen for the capture
+        only) and returns the snapshot; ``name`` is unique among snapshots (default
+        ``<sandbox>-<n>``)."""
+        body = {"name": name} if name is not None else {}
+        answer = self._http.request("POST", self._path + "/snapshots", json=body)
+        return Snapshot.from_api(answer.json())
+
+    def snapshots(self, *, page_size: int = 100) -> Iterator[Snapshot]:
+        """This sandbox's snapshots, oldest first (all pages)."""
+        return paginate(
+            lambda cursor: self._http.request(
+                "GET", self._path + "/snapshots",
+                query={"limit": page_size, "cursor": cursor}).json(),
+            Snapshot.from_api)
+
+    def restore(self, snapshot: Snapshot | str) -> Sandbox:
+        """Rolls the sandbox back to one of its snapshots (a :class:`Snapshot`, an id or a
+        name): its files become exactly the snapshot's; a running sandbox is restarted for it.
+        Returns self."""
+        ref = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+        answer = self._http.request("POST", self._path + "/restore", json={"snapshot": ref})
+        self._update(answer.json())
+        return self
+
+    def fork(self, count: int = 1, *, names: Sequence[str] | None = None,
+             labels: Mapping[str, str] | None = None) -> list[Sandbox]:
+        """New started sandboxes whose files equal this one's now (it keeps running; it is
+        frozen for the capture only): ``count`` of them, or one per name in ``names``, with
+        ``labels`` (default: this sandbox's). All are made or none."""
+        body: dict[str, Any] = {}
+        if names is not None:
+            body["names"] = list(names)
+            if count != 1:
+                body["count"] = count
+        else:
+            body["count"] = count
+        if labels is not None:
+            body["labels"] = dict(labels)
+        answer = self._http.request("POST", self._path + "/fork", json=body)
+        return [Sandbox(self._client, item) for item in answer.json()["items"]]
+
+    @property
+    def children(self) -> list[str]:
+        """The ids of the sandboxes forked from this one (asks the daemon)."""
+        return list(self._http.request("GET", self._path).json().get("children") or [])
+
+    def archive(self) -> Sandbox:
+        """Packs a stopped sandbox's files away (state ``archived``); :meth:`start` unpacks
+        them again. Returns self."""
+        self._update(self._http.request("POST", self._path + "/archive").json())
+        return self
+
     def set_labels(self, labels: Mapping[str, str]) -> Sandbox:
         """Replaces the sandbox's labels; returns self."""
         answer = self._http.request("PUT", self._path + "/labels",
@@ -195,18 +278,20 @@ class Sandbox:
     def exec(self, cmd: Command, *, env: Mapping[str, str] | None = None,
              cwd: str | None = None, user: str | None = None,
              stdin: str | bytes | None = None, timeout: float | None = None,
-             max_output: int | None = None) -> ExecResult:
+             max_output: int | None = None, auto_resume: bool = False) -> ExecResult:
         """Runs a command to its end and returns its exit status and output.
 
         ``cmd`` is a list of arguments, or a string for ``/bin/sh -c``. ``timeout`` (seconds)
         kills the command when it passes (the result then has ``timed_out`` set);
         ``max_output`` is the number of bytes kept of each stream (the API's default is 1 MiB).
         A command that cannot start is an error (:class:`NotFound`, :class:`InvalidArgument`),
-        not an exit code.
+        not an exit code. On a paused sandbox it raises :class:`Conflict`, unless
+        ``auto_resume`` resumes the sandbox first.
         """
         body = self._exec_body(cmd, env, cwd, user, stdin, timeout, max_output)
-        answer = self._http.request("POST", self._path + "/exec", json=body,
-                                    timeout=self._wait_timeout(timeout))
+        answer = self._http.request("POST", self._path + "/exec",
+                                    query={"auto_resume": True} if auto_resume else None,
+                                    json=body, timeout=self._wait_timeout(timeout))
         return ExecResult.from_api(answer.json(), _describe(cmd))
 
     def exec_stream(self, cmd: Command, *, env: Mapping[str, str] | None = None,
