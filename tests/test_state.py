@@ -3,6 +3,7 @@ suite runs on each storage driver (overlay here, btrfs in test_state_btrfs.py)."
 
 import glob
 import os
+import re
 import subprocess
 import time
 import unittest
@@ -86,6 +87,17 @@ class PauseTest(StateTestCase):
                     {"shell": "cat /counter"})
         self.assertGreaterEqual(int(r["stdout"]), at_pause)
         self.assertEqual(self.ok("GET", "/v1/sandboxes/" + box)["state"], "started")
+
+    def test_operations_are_measured(self):
+        box = self.create()["id"]
+        self.ok("POST", "/v1/sandboxes/%s/pause" % box)
+        self.ok("POST", "/v1/sandboxes/%s/resume" % box)
+        text = self.api("GET", "/metrics").body.decode()
+        for op in ("pause", "resume"):
+            count = re.search(r'^pitbox_sandbox_operation_seconds_count\{op="%s"\} (\d+)$' % op,
+                              text, re.M)
+            self.assertTrue(count and int(count.group(1)) >= 1, (op, text[-2000:]))
+        self.assertIn('pitbox_sandboxes{state="paused"}', text)
 
     def test_a_paused_box_stops_and_is_deleted(self):
         box = self.create()["id"]
@@ -309,6 +321,17 @@ class SnapshotForkTest(StateTestCase):
         # Only a stopped box is archived.
         r = self.api("POST", "/v1/sandboxes/%s/archive" % box)
         self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+
+    def test_auto_archive(self):
+        box = self.create(auto_archive_minutes=0.01)["id"]  # 0.6 s after it stops
+        self.sh(box, "echo later > /later")
+        self.ok("POST", "/v1/sandboxes/%s/stop" % box)
+        deadline = time.time() + 15
+        while self.ok("GET", "/v1/sandboxes/" + box)["state"] != "archived":
+            self.assertLess(time.time(), deadline, "not archived")
+            time.sleep(0.1)
+        self.ok("POST", "/v1/sandboxes/%s/start" % box)
+        self.assertEqual(self.exec(box, "cat", "/later")["stdout"], "later\n")
 
     def test_snapshots_survive_a_restart(self):
         box = self.create()["id"]
