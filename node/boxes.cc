@@ -53,20 +53,7 @@ std::string default_run_dir(const std::string& state_dir) {
   return std::string("/run/pitbox/") + buf;
 }
 
-std::string find_init_binary() {
-  if (const char* env = std::getenv("PITBOX_INIT"); env && *env) return env;
-  char self[4096];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
-    self[n] = 0;
-    std::string dir = sys::split_parent(self).first;
-    for (const char* rel : {"/pitbox-init", "/../lib/pitbox/pitbox-init"}) {
-      if (sys::exists(dir + rel)) return dir + rel;
-    }
-  }
-  throw Error(ErrorCode::unavailable,
-              "pitbox-init not found beside the pitbox binary (set PITBOX_INIT to its path)");
-}
+std::string find_init_binary() { return sys::find_helper_binary("pitbox-init", "PITBOX_INIT"); }
 
 nlohmann::json BoxLocation::to_json() const {
   return {{"init_pid", init.pid}, {"init_start", init.start_time}, {"id_slot", id_slot}};

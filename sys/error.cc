@@ -40,6 +40,7 @@ ErrorCode error_code_from_errno(int err) {
     case ENOENT:
     case ESRCH:
     case ENXIO:
+    case ENODEV:
       return ErrorCode::not_found;
     case EEXIST:
     case ENOTEMPTY:

@@ -9,9 +9,11 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "sys/error.h"
+#include "sys/fs.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -150,5 +152,20 @@ BlockAllSignals::BlockAllSignals() {
 }
 
 BlockAllSignals::~BlockAllSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+
+std::string find_helper_binary(const std::string& name, const std::string& env_var) {
+  if (const char* env = std::getenv(env_var.c_str()); env && *env) return env;
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = 0;
+    std::string dir = split_parent(self).first;
+    for (const std::string& path : {dir + "/" + name, dir + "/../lib/pitbox/" + name}) {
+      if (exists(path)) return path;
+    }
+  }
+  throw Error(ErrorCode::unavailable,
+              name + " not found beside the pitbox binary (set " + env_var + " to its path)");
+}
 
 }  // namespace pitbox::sys

@@ -65,6 +65,10 @@ class Pidfd {
   std::optional<ExitStatus> status_;
 };
 
+// Where one of pitbox's helper programs (`name`: pitbox-init, pitbox-nft) is: $`env_var`, else
+// beside the running executable or in ../lib/pitbox. Throws unavailable naming both.
+std::string find_helper_binary(const std::string& name, const std::string& env_var);
+
 // Blocks all signals in this thread for its lifetime, restoring the old mask after.
 class BlockAllSignals {
  public:

@@ -1,0 +1,246 @@
+#include "net/network.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "sys/error.h"
+#include "sys/log.h"
+#include "sys/process.h"
+
+namespace pitbox::net {
+
+namespace {
+
+// Entries contained in another one left out: nftables refuses overlapping intervals.
+std::vector<sys::Ipv4Net> merged(std::vector<sys::Ipv4Net> nets) {
+  std::sort(nets.begin(), nets.end(),
+            [](const auto& a, const auto& b) { return a.prefix < b.prefix; });
+  std::vector<sys::Ipv4Net> out;
+  for (const auto& n : nets) {
+    if (std::none_of(out.begin(), out.end(), [&](const auto& o) { return o.contains(n); })) {
+      out.push_back(n);
+    }
+  }
+  return out;
+}
+
+std::string set_of(const std::vector<sys::Ipv4Net>& nets) {
+  std::string s = "{ ";
+  for (size_t i = 0; i < nets.size(); ++i) s += (i ? ", " : "") + nets[i].str();
+  return s + " }";
+}
+
+constexpr const char* kReject = "reject with icmpx admin-prohibited";
+
+// Writes a sysctl that may be missing (IPv6 turned off on the host's kernel).
+void write_optional_sysctl(const std::string& key, const std::string& value) {
+  try {
+    sys::write_sysctl(key, value);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::not_found) throw;
+  }
+}
+
+}  // namespace
+
+Network::Network(NetworkOptions options)
+    : options_(std::move(options)),
+      range_(sys::Ipv4Net::parse(options_.range, "network range")),
+      nft_(options_.nft_helper.empty() ? sys::find_helper_binary("pitbox-nft", "PITBOX_NFT")
+                                       : options_.nft_helper) {
+  if (options_.tag.empty() || options_.tag.size() > 6 ||
+      options_.tag.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    throw invalid_argument("network tag \"" + options_.tag + "\": 1 to 6 lowercase hex digits");
+  }
+  if (range_.prefix > 24) {
+    throw invalid_argument("network range " + range_.str() +
+                           " is too small: boxes take their addresses from a /24 or larger");
+  }
+  for (const auto& p : protected_ranges()) {
+    if (p.overlaps(range_) || sys::Ipv4Net{0x7f000000, 8}.overlaps(range_)) {
+      throw invalid_argument("network range " + range_.str() + " overlaps " + p.str() +
+                             ", which boxes never reach");
+    }
+  }
+  sys::write_sysctl("net.ipv4.ip_forward", "1");
+  nft_.run(base_table());
+}
+
+Network::~Network() {
+  std::lock_guard lock(mu_);
+  if (!applied_.empty()) return;  // boxes still run on them (a daemon that restarts finds them)
+  try {
+    nft_.run("table inet " + table() + "\ndelete table inet " + table() + "\n");
+  } catch (const std::exception& e) {
+    sys::log(sys::LogLevel::warn, "could not remove the network's nftables table",
+             {{"table", table()}, {"error", e.what()}});
+  }
+}
+
+std::string Network::base_table() const {
+  std::string t = "inet " + table();
+  std::string ours = "\"pb" + options_.tag + "-*\"";
+  // Packets from a box's link go to its own chain (box_SLOT); a link with no chain (a namespace
+  // made ahead, a box being set up) passes nothing. Nothing outside opens a connection into a
+  // box: the daemon reaches boxes from the host itself (output, not forward).
+  return "table " + t + "\ndelete table " + t + "\ntable " + t +
+         " {\n"
+         "  map from_box { type ifname : verdict; }\n"
+         "  chain forward {\n"
+         "    type filter hook forward priority filter; policy accept;\n"
+         "    iifname vmap @from_box\n"
+         "    iifname " +
+         ours +
+         " drop\n"
+         "    oifname " +
+         ours +
+         " ct state established,related accept\n"
+         "    oifname " +
+         ours +
+         " drop\n"
+         "  }\n"
+         "  chain input {\n"
+         "    type filter hook input priority filter; policy accept;\n"
+         "    iifname " +
+         ours +
+         " ct state established,related accept\n"
+         "    iifname " +
+         ours + " " + kReject +
+         "\n"
+         "  }\n"
+         "  chain postrouting {\n"
+         "    type nat hook postrouting priority srcnat; policy accept;\n"
+         "    ip saddr " +
+         range_.str() + " oifname != " + ours +
+         " masquerade\n"
+         "  }\n"
+         "}\n";
+}
+
+uint32_t Network::address_of(uint32_t slot) const {
+  uint64_t address = uint64_t{range_.first()} + 2 + slot;
+  if (address >= range_.last()) {
+    throw Error(ErrorCode::resource_exhausted,
+                "network range " + range_.str() + " has no address left for id slot " +
+                    std::to_string(slot) + "; give serve a larger --network-range");
+  }
+  return static_cast<uint32_t>(address);
+}
+
+std::string Network::link_name(uint32_t slot) const {
+  return "pb" + options_.tag + "-" + std::to_string(slot);
+}
+
+void Network::check(const Policy& policy) const {
+  for (size_t i = 0; i < policy.allow_cidrs.size(); ++i) {
+    const sys::Ipv4Net& n = policy.allow_cidrs[i];
+    std::string field = "network.allow_cidrs[" + std::to_string(i) + "]";
+    if (sys::Ipv4Net{0x7f000000, 8}.contains(n) || (n.contains(gateway()) && n.prefix == 32)) {
+      throw invalid_argument(field + ": " + n.str() + " is the host itself, which no box may reach",
+                             {{"field", field}, {"value", n.str()}});
+    }
+    if (range_.contains(n)) {
+      throw invalid_argument(field + ": " + n.str() + " lies in the boxes' own range " +
+                                 range_.str() +
+                                 "; boxes reach each other only through a "
+                                 "box-to-box network",
+                             {{"field", field}, {"value", n.str()}});
+    }
+  }
+}
+
+std::string Network::box_rules(uint32_t slot, const Policy& policy) const {
+  std::string chain = "inet " + table() + " box_" + std::to_string(slot);
+  std::string add = "add rule " + chain + " ";
+  std::string s = "add chain " + chain + "\nflush chain " + chain + "\n";
+  s += add + "meta nfproto ipv6 drop\n";
+  s += add + "ip saddr != " + sys::ipv4_str(address_of(slot)) + " drop\n";
+  s += add + "ct state established,related accept\n";
+  if (!policy.deny_cidrs.empty()) {
+    s += add + "ip daddr " + set_of(merged(policy.deny_cidrs)) + " " + kReject + "\n";
+  }
+  std::vector<sys::Ipv4Net> guarded = protected_ranges();
+  guarded.push_back(range_);
+  std::vector<sys::Ipv4Net> opened;  // allow entries inside a protected range: asked for exactly
+  for (const auto& n : policy.allow_cidrs) {
+    if (std::any_of(guarded.begin(), guarded.end(), [&](const auto& g) { return g.contains(n); }))
+      opened.push_back(n);
+  }
+  if (!opened.empty()) s += add + "ip daddr " + set_of(merged(opened)) + " accept\n";
+  s += add + "ip daddr " + set_of(merged(guarded)) + " " + kReject + "\n";
+  if (policy.has_allow_list()) {
+    if (!policy.allow_cidrs.empty()) {
+      s += add + "ip daddr " + set_of(merged(policy.allow_cidrs)) + " accept\n";
+    }
+    s += add + kReject + "\n";
+  } else {
+    s += add + (policy.mode == Policy::Mode::egress ? "accept" : kReject) + "\n";
+  }
+  return s;
+}
+
+void Network::apply(uint32_t slot, const Policy& policy) {
+  check(policy);
+  std::string script = box_rules(slot, policy);
+  script += "add element inet " + table() + " from_box { \"" + link_name(slot) + "\" : jump box_" +
+            std::to_string(slot) + " }\n";
+  std::lock_guard lock(mu_);
+  nft_.run(script);
+  applied_.insert(slot);
+}
+
+void Network::release(uint32_t slot) {
+  std::string t = "inet " + table();
+  std::string chain = "box_" + std::to_string(slot);
+  std::string element = "{ \"" + link_name(slot) + "\" : jump " + chain + " }";
+  // Added first so that the deletes find them whatever was there.
+  std::string script = "add chain " + t + " " + chain + "\nadd element " + t + " from_box " +
+                       element + "\ndelete element " + t + " from_box { \"" + link_name(slot) +
+                       "\" }\nflush chain " + t + " " + chain + "\ndelete chain " + t + " " +
+                       chain + "\n";
+  std::lock_guard lock(mu_);
+  nft_.run(script);
+  applied_.erase(slot);
+  host_.delete_link(link_name(slot));
+}
+
+Attachment Network::prepare(uint32_t slot) {
+  Attachment a;
+  a.slot = slot;
+  a.address = address_of(slot);
+  a.host_link = link_name(slot);
+  std::optional<sys::Netlink> inside;
+  a.netns = sys::new_netns([&] {
+    inside.emplace();
+    inside->set_up(inside->link_index("lo"));
+    // The box's root does not own this namespace: without these it could neither listen on a
+    // port below 1024 nor ping.
+    sys::write_sysctl("net.ipv4.ip_unprivileged_port_start", "0");
+    sys::write_sysctl("net.ipv4.ping_group_range", "0 2147483647");
+    write_optional_sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+    write_optional_sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+  });
+  std::lock_guard lock(mu_);
+  // A link of this name is a leftover: the slot is ours, machine-wide.
+  host_.delete_link(a.host_link);
+  host_.add_veth(a.host_link, "eth0", a.netns.get());
+  try {
+    int host_index = host_.link_index(a.host_link);
+    write_optional_sysctl("net.ipv6.conf." + a.host_link + ".disable_ipv6", "1");
+    sys::write_sysctl("net.ipv4.conf." + a.host_link + ".rp_filter", "1");
+    host_.add_address(host_index, gateway(), 32);
+    host_.set_up(host_index);
+    host_.add_route(a.address, 32, host_index);
+    int eth0 = inside->link_index("eth0");
+    inside->add_address(eth0, a.address, 32);
+    inside->set_up(eth0);
+    inside->add_route(gateway(), 32, eth0);
+    inside->add_route(0, 0, eth0, gateway());
+  } catch (...) {
+    host_.delete_link(a.host_link);
+    throw;
+  }
+  return a;
+}
+
+}  // namespace pitbox::net
