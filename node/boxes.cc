@@ -13,6 +13,7 @@
 #include "storage/layer.h"
 #include "sys/error.h"
 #include "sys/fs.h"
+#include "sys/log.h"
 
 namespace pitbox::node {
 
@@ -43,6 +44,10 @@ std::string etc_hosts(const std::string& hostname) {
 }
 
 std::string default_run_dir(const std::string& state_dir) {
+  return "/run/pitbox/" + state_hash(state_dir);
+}
+
+std::string state_hash(const std::string& state_dir) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a: stable, and enough to keep instances apart
   for (unsigned char ch : state_dir) {
     h ^= ch;
@@ -50,13 +55,16 @@ std::string default_run_dir(const std::string& state_dir) {
   }
   char buf[32];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return std::string("/run/pitbox/") + buf;
+  return buf;
 }
 
 std::string find_init_binary() { return sys::find_helper_binary("pitbox-init", "PITBOX_INIT"); }
 
 nlohmann::json BoxLocation::to_json() const {
-  return {{"init_pid", init.pid}, {"init_start", init.start_time}, {"id_slot", id_slot}};
+  nlohmann::json j = {
+      {"init_pid", init.pid}, {"init_start", init.start_time}, {"id_slot", id_slot}};
+  if (!address.empty()) j["address"] = address;
+  return j;
 }
 
 BoxLocation BoxLocation::from_json(const nlohmann::json& j) {
@@ -64,6 +72,7 @@ BoxLocation BoxLocation::from_json(const nlohmann::json& j) {
   if (!j.is_object()) return l;  // unknown: a box that was never seen running
   l.init.pid = j.value("init_pid", 0);
   l.init.start_time = j.value("init_start", uint64_t{0});
+  l.address = j.value("address", "");
   l.id_slot = j.value("id_slot", 0u);
   return l;
 }
@@ -92,6 +101,7 @@ BoxLocation LocalBox::location() const {
   BoxLocation l;
   if (box_) l.init = sys::ProcessRef::of(box_->init_pid());
   l.id_slot = lease_.slot();
+  if (networked_) l.address = sys::ipv4_str(boxes_.network_->address_of(lease_.slot()));
   return l;
 }
 
@@ -224,17 +234,52 @@ void LocalBox::start() {
   if (gone_) throw Error(ErrorCode::conflict, "box " + id() + " is gone");
   if (box_) return;
   if (archived()) unarchive();
-  // Leased to us until init runs, then to init: the lease follows the box, not this process.
-  IdLease lease = boxes_.id_allocator_.acquire(sys::ProcessRef::self());
-  lease_ = std::move(lease);
+  std::optional<Boxes::PreparedNet> net;
+  if (request_.network) {
+    if (!boxes_.network_) {
+      throw Error(ErrorCode::unavailable,
+                  "this node has no network for boxes (box " + id() + " asked for one)");
+    }
+    boxes_.network_->check(*request_.network);
+    net = boxes_.take_net();
+    lease_ = std::move(net->lease);
+  } else {
+    // Leased to us until init runs, then to init: the lease follows the box, not this process.
+    IdLease lease = boxes_.id_allocator_.acquire(sys::ProcessRef::self());
+    lease_ = std::move(lease);
+  }
   try {
-    box_ = boxes_.runtime_->start(boxes_.spec_for(*this));
+    runtime::BoxSpec spec = boxes_.spec_for(*this);
+    if (net) {
+      networked_ = true;
+      boxes_.network_->apply(lease_.slot(), *request_.network);
+      spec.netns_fd = net->attachment.netns.get();
+    }
+    box_ = boxes_.runtime_->start(spec);
     if (!request_.one_shot) lease_.transfer(sys::ProcessRef::of(box_->init_pid()));
   } catch (...) {
     box_.reset();
+    release_network();
     lease_.release();
     throw;
   }
+  // The namespace's fd closes with `net`: the box's processes hold it now, and it ends with them.
+}
+
+void LocalBox::release_network() {
+  if (!networked_) return;
+  networked_ = false;
+  boxes_.network_->release(lease_.slot());
+}
+
+void LocalBox::set_network(const net::Policy& policy) {
+  if (boxes_.network_) boxes_.network_->check(policy);
+  if (box_ && !networked_) {
+    throw Error(ErrorCode::conflict,
+                "box " + id() + " runs without a network; it gets one at its next start");
+  }
+  if (networked_) boxes_.network_->apply(lease_.slot(), policy);
+  request_.network = policy;
 }
 
 void LocalBox::pause() {
@@ -257,6 +302,11 @@ void LocalBox::stop(std::chrono::milliseconds grace) {
     failed = std::current_exception();
   }
   box_.reset();
+  try {
+    release_network();
+  } catch (...) {
+    if (!failed) failed = std::current_exception();
+  }
   lease_.release();
   if (failed) std::rethrow_exception(failed);
 }
@@ -295,6 +345,7 @@ void LocalBox::detach() {
   gone_ = true;
   if (box_) box_->detach();
   box_.reset();
+  networked_ = false;  // its rules stay for the node that finds it again
   lease_.keep();
 }
 
@@ -320,9 +371,76 @@ Boxes::Boxes(Options options)
   if (options_.init_path.empty()) options_.init_path = find_init_binary();
   runtime_ = std::make_unique<runtime::container::ContainerRuntime>(
       runtime::container::ContainerRuntime::Options{options_.init_path, options_.cgroup_parent});
+  if (options_.network) {
+    if (options_.network->tag.empty())
+      options_.network->tag = state_hash(options_.state_dir).substr(0, 4);
+    network_ = std::make_unique<net::Network>(*options_.network);
+    if (options_.network_pool > 0) pool_thread_ = std::thread([this] { fill_pool(); });
+  }
 }
 
-Boxes::~Boxes() = default;
+Boxes::~Boxes() {
+  {
+    std::lock_guard lock(pool_mu_);
+    pool_stopping_ = true;
+  }
+  pool_cv_.notify_all();
+  if (pool_thread_.joinable()) pool_thread_.join();
+  for (auto& prepared : pool_) {
+    try {
+      network_->release(prepared.attachment.slot);
+    } catch (const std::exception& e) {
+      sys::log(sys::LogLevel::warn, "could not remove a prepared network",
+               {{"link", prepared.attachment.host_link}, {"error", e.what()}});
+    }
+  }
+  pool_.clear();
+}
+
+Boxes::PreparedNet Boxes::prepare_net() {
+  PreparedNet p;
+  p.lease = id_allocator_.acquire(sys::ProcessRef::self());
+  p.attachment = network_->prepare(p.lease.slot());
+  return p;
+}
+
+Boxes::PreparedNet Boxes::take_net() {
+  {
+    std::lock_guard lock(pool_mu_);
+    if (!pool_.empty()) {
+      PreparedNet p = std::move(pool_.front());
+      pool_.pop_front();
+      pool_cv_.notify_all();
+      return p;
+    }
+  }
+  pool_cv_.notify_all();
+  return prepare_net();
+}
+
+void Boxes::fill_pool() {
+  std::unique_lock lock(pool_mu_);
+  while (!pool_stopping_) {
+    if (pool_.size() >= options_.network_pool) {
+      pool_cv_.wait(lock);
+      continue;
+    }
+    lock.unlock();
+    std::optional<PreparedNet> made;
+    try {
+      made = prepare_net();
+    } catch (const std::exception& e) {
+      sys::log(sys::LogLevel::warn, "could not prepare a network namespace ahead",
+               {{"error", e.what()}});
+    }
+    lock.lock();
+    if (made) {
+      pool_.push_back(std::move(*made));
+    } else {
+      pool_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return pool_stopping_; });
+    }
+  }
+}
 
 runtime::BoxSpec Boxes::spec_for(const LocalBox& box) const {
   const BoxRequest& r = box.request_;
@@ -411,7 +529,15 @@ std::unique_ptr<LocalBox> Boxes::reattach(const BoxRequest& request, const BoxLo
   box->lease_ = id_allocator_.reclaim(where.id_slot, where.init);
   runtime::BoxSpec spec = spec_for(*box);
   box->box_ = runtime_->reattach(spec, where.init);
-  if (!box->box_) box->lease_.release();
+  if (!box->box_) {
+    box->lease_.release();
+    return box;
+  }
+  if (!where.address.empty() && network_ && request.network) {
+    // Its rules again (the table was started afresh).
+    box->networked_ = true;
+    network_->apply(where.id_slot, *request.network);
+  }
   return box;
 }
 

@@ -6,10 +6,16 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <thread>
 
+#include "net/network.h"
 #include "node/ids.h"
 #include "runtime/runtime.h"
 #include "storage/images.h"
@@ -27,12 +33,16 @@ struct BoxRequest {
   bool one_shot = false;
   // A snapshot (its id) whose files a new box starts with.
   std::string snapshot;
+  // The box's network policy: it gets an address and eth0 (Boxes::Options::network). None: a
+  // namespace of its own with only loopback (one-shot boxes, build steps).
+  std::optional<net::Policy> network;
 };
 
 // Where a running box is, for a node that restarts: its init and its host id range.
 struct BoxLocation {
   sys::ProcessRef init;
   uint32_t id_slot = 0;
+  std::string address;  // its IPv4 address when it has a network
 
   nlohmann::json to_json() const;
   static BoxLocation from_json(const nlohmann::json& j);
@@ -62,6 +72,9 @@ class LocalBox {
   // Gives the box another hostname and limits, now when it runs and at its later starts (its
   // /etc/hosts follows at the next start; etc_hosts() says what to write there now).
   void reconfigure(const std::string& hostname, const sys::CgroupLimits& limits, uint64_t disk = 0);
+  // Changes the box's network policy, at once when it runs. A box that runs without a network
+  // cannot get one before its next start (conflict).
+  void set_network(const net::Policy& policy);
   // Waits up to `grace` for init to end (after being asked to shut down), then kills what is
   // left and removes the runtime's leftovers. The files stay.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
@@ -92,8 +105,10 @@ class LocalBox {
   std::string run_dir_;  // one-shot boxes: the lock's directory
   std::string archive_path() const;
   void unarchive();
+  void release_network();
   sys::UniqueFd lock_;
   IdLease lease_;
+  bool networked_ = false;  // runs with a network of the node's (rules for lease_'s slot)
   std::unique_ptr<runtime::Box> box_;
   bool gone_ = false;  // destroyed or detached
 };
@@ -111,6 +126,11 @@ class Boxes {
     std::string cgroup_parent = "pitbox";
     // The storage driver: "overlay", "btrfs" or "btrfs:SIZE" (storage::open_storage).
     std::string storage = "overlay";
+    // Networks for boxes that ask for one (BoxRequest::network); none: every box has only
+    // loopback. The tag defaults to one derived from state_dir.
+    std::optional<net::NetworkOptions> network;
+    // How many namespaces with links are kept ready ahead of creates.
+    size_t network_pool = 4;
   };
   explicit Boxes(Options options);
   ~Boxes();
@@ -131,11 +151,20 @@ class Boxes {
   std::string snapshot_dir(const std::string& id) const;
   void remove_snapshot(const std::string& id);
   runtime::Runtime& runtime() { return *runtime_; }
+  net::Network* network() { return network_.get(); }
   const std::string& state_dir() const { return options_.state_dir; }
 
  private:
   friend class LocalBox;
   runtime::BoxSpec spec_for(const LocalBox& box) const;
+  // A namespace with links, leased id slot included: from the pool, else made now.
+  struct PreparedNet {
+    IdLease lease;
+    net::Attachment attachment;
+  };
+  PreparedNet take_net();
+  PreparedNet prepare_net();
+  void fill_pool();
 
   Options options_;
   std::string boxes_dir_;  // <state>/boxes: writable layers of persistent boxes
@@ -146,6 +175,12 @@ class Boxes {
   storage::ImageStore images_;
   IdAllocator id_allocator_;
   std::unique_ptr<runtime::Runtime> runtime_;
+  std::unique_ptr<net::Network> network_;
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;
+  std::deque<PreparedNet> pool_;
+  bool pool_stopping_ = false;
+  std::thread pool_thread_;  // keeps pool_ full
 };
 
 // The /etc/hosts of a box called `hostname`.
@@ -153,6 +188,8 @@ std::string etc_hosts(const std::string& hostname);
 
 // The default run directory of a state directory.
 std::string default_run_dir(const std::string& state_dir);
+// 16 hex digits naming a state directory (its run directory, its network's tag).
+std::string state_hash(const std::string& state_dir);
 
 // Where pitbox-init is: $PITBOX_INIT, else beside the running executable.
 std::string find_init_binary();

@@ -9,6 +9,7 @@
 #include "node/channel.h"
 #include "sys/error.h"
 #include "sys/fs.h"
+#include "sys/netlink.h"
 
 namespace pitbox::node {
 namespace {
@@ -63,6 +64,58 @@ class BoxesTest : public ::testing::Test {
   std::string state_;
   std::unique_ptr<Boxes> boxes_;
 };
+
+// Boxes with a network of the node's: a namespace made ahead by the host, eth0 and an address.
+class NetworkedBoxesTest : public BoxesTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    char tmpl[] = "/tmp/pitbox-boxes-test-XXXXXX";
+    state_ = ::mkdtemp(tmpl);
+    Boxes::Options o{.state_dir = state_,
+                     .init_path = PITBOX_INIT_PATH,
+                     .run_dir = state_ + "/run",
+                     .cgroup_parent = "pitbox-test"};
+    o.network = net::NetworkOptions{.range = "10.232.0.0/16", .nft_helper = PITBOX_NFT_PATH};
+    o.network_pool = 1;
+    boxes_ = std::make_unique<Boxes>(o);
+  }
+  static bool host_has_link(const std::string& name) {
+    return sys::Netlink().link_index(name) != 0;
+  }
+};
+
+TEST_F(NetworkedBoxesTest, ABoxGetsItsAddressAndLeavesNoLink) {
+  auto box = boxes_->create({.image = "busybox", .network = net::Policy{}});
+  BoxLocation where = box->location();
+  ASSERT_FALSE(where.address.empty());
+  EXPECT_TRUE(
+      boxes_->network()->range().contains(sys::Ipv4Net::parse(where.address, "address").addr));
+  std::string link = boxes_->network()->link_name(where.id_slot);
+  EXPECT_TRUE(host_has_link(link));
+  // Its sysfs shows its own namespace; its root may listen below 1024 but not re-address eth0.
+  auto [code, out] = run(*box, {"sh", "-c",
+                                "ls /sys/class/net; ip -4 addr show eth0 | grep -o 'inet [0-9.]*'; "
+                                "nc -l -p 80 & sleep 0.1; netstat -ltn | grep -c ':80 '; kill $!; "
+                                "ip addr add 10.232.9.9/32 dev eth0 2>/dev/null || echo refused"});
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "eth0\nlo\ninet " + where.address + "\n1\nrefused\n");
+  box->stop();
+  EXPECT_FALSE(host_has_link(link));
+  box->start();  // a new namespace, perhaps another address
+  EXPECT_EQ(run(*box, {"ls", "/sys/class/net/eth0"}).first, 0);
+  link = boxes_->network()->link_name(box->location().id_slot);
+  box->destroy();
+  EXPECT_FALSE(host_has_link(link));
+}
+
+TEST_F(NetworkedBoxesTest, WithoutAPolicyOnlyLoopback) {
+  auto box = boxes_->create({.image = "busybox"});
+  EXPECT_TRUE(box->location().address.empty());
+  EXPECT_EQ(run(*box, {"ls", "/sys/class/net"}).second, "lo\n");
+  EXPECT_THROW(box->set_network(net::Policy{}), Error);  // conflict: runs without a network
+  box->destroy();
+}
 
 TEST_F(BoxesTest, CreateRunDestroyLeavesNothing) {
   auto box = boxes_->create({.image = "busybox"});

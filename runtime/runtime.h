@@ -63,6 +63,10 @@ struct BoxSpec {
   std::string etc_hosts;
   // The box is killed when the thread that started it dies (one-shot boxes).
   bool die_with_parent = false;
+  // A network namespace made ahead for the box (net::Network), owned by the host: the box's
+  // root cannot change its interfaces, addresses or routes. -1: a fresh namespace with only
+  // loopback, the box's own. The caller keeps the fd; the box's processes keep the namespace.
+  int netns_fd = -1;
 };
 
 // A started box: its init is running and holds the other end of `channel`.

@@ -59,25 +59,30 @@ std::string fs_context_log(int fs_fd) {
 
 }  // namespace
 
-UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode, uint64_t attrs) {
-  UniqueFd fs(::fsopen("tmpfs", FSOPEN_CLOEXEC));
-  if (!fs) throw_errno("fsopen tmpfs");
-  char mode_text[16];
-  std::snprintf(mode_text, sizeof mode_text, "%o", static_cast<unsigned>(mode));
-  std::string size = std::to_string(size_bytes);
-  for (auto [key, value] :
-       {std::pair<const char*, const char*>{"mode", mode_text}, {"size", size.c_str()}}) {
-    if (std::string_view(key) == "size" && size_bytes == 0) continue;
-    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, key, value, 0) != 0) {
-      throw_fs_error(fs.get(), std::string("tmpfs option ") + key + "=" + value);
+UniqueFd make_filesystem(const char* fstype,
+                         const std::vector<std::pair<std::string, std::string>>& options,
+                         uint64_t attrs) {
+  UniqueFd fs(::fsopen(fstype, FSOPEN_CLOEXEC));
+  if (!fs) throw_errno(std::string("fsopen ") + fstype);
+  for (const auto& [key, value] : options) {
+    if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0) != 0) {
+      throw_fs_error(fs.get(), std::string(fstype) + " option " + key + "=" + value);
     }
   }
   if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
-    throw_fs_error(fs.get(), "create tmpfs");
+    throw_fs_error(fs.get(), std::string("create ") + fstype);
   }
   UniqueFd mnt(::fsmount(fs.get(), FSMOUNT_CLOEXEC, static_cast<unsigned>(attrs)));
-  if (!mnt) throw_fs_error(fs.get(), "fsmount tmpfs");
+  if (!mnt) throw_fs_error(fs.get(), std::string("fsmount ") + fstype);
   return mnt;
+}
+
+UniqueFd make_tmpfs(uint64_t size_bytes, mode_t mode, uint64_t attrs) {
+  char mode_text[16];
+  std::snprintf(mode_text, sizeof mode_text, "%o", static_cast<unsigned>(mode));
+  std::vector<std::pair<std::string, std::string>> options{{"mode", mode_text}};
+  if (size_bytes != 0) options.emplace_back("size", std::to_string(size_bytes));
+  return make_filesystem("tmpfs", options, attrs);
 }
 
 UniqueFd make_overlay(const OverlayLayers& layers) {

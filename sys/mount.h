@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sys/fd.h"
@@ -32,6 +33,12 @@ struct OverlayLayers {
   // use. overlayfs refuses to mount a volatile upper again after a crash.
   bool volatile_upper = false;
 };
+
+// A detached new mount of `fstype` with string `options`, its MOUNT_ATTR_* `attrs` set. Made
+// in the calling thread's namespaces (a sysfs shows the network namespace it was made in).
+UniqueFd make_filesystem(const char* fstype,
+                         const std::vector<std::pair<std::string, std::string>>& options,
+                         uint64_t attrs);
 
 // A detached tmpfs mount, `size_bytes` big (0: the kernel's default, half of RAM), its root with
 // `mode`, with MOUNT_ATTR_* `attrs`. Its pages are charged to the memory cgroup of whoever

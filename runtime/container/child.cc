@@ -147,10 +147,12 @@ int run(const ChildPlan& plan, ChildFailure* f) {
   long rc;
   // A network namespace takes a while to make: make it, and do what needs only our own
   // namespaces, while the parent prepares the root filesystem.
-  if ((rc = call(SYS_unshare, CLONE_NEWNET)) < 0) {
-    return child::fail(f, Step::loopback, rc, "network namespace");
+  if (plan.own_netns) {
+    if ((rc = call(SYS_unshare, CLONE_NEWNET)) < 0) {
+      return child::fail(f, Step::loopback, rc, "network namespace");
+    }
+    if (child_loopback_up(f) < 0) return -1;
   }
-  if (child_loopback_up(f) < 0) return -1;
   if ((rc = call(SYS_sethostname, plan.hostname, plan.hostname_len)) < 0) {
     return child::fail(f, Step::hostname, rc, plan.hostname);
   }

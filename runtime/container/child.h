@@ -44,6 +44,7 @@ struct ChildPlan {
   int log_fd = -1;      // becomes fd 2 of init
   int init_fd = -1;     // the pitbox-init binary, executed with execveat
   bool die_with_parent = false;
+  bool own_netns = true;  // unshare a network namespace with loopback (else: inherited)
   const char* hostname = nullptr;
   size_t hostname_len = 0;
   const char* root = nullptr;  // where the root filesystem is attached before pivot_root

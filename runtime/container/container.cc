@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "proto/frame.h"
@@ -22,6 +23,7 @@
 #include "runtime/container/user.h"
 #include "sys/error.h"
 #include "sys/fs.h"
+#include "sys/netlink.h"
 #include "sys/process.h"
 
 namespace pitbox::runtime::container {
@@ -241,6 +243,7 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
   plan.log_fd = log_write.get();
   plan.init_fd = init_fd_.get();
   plan.die_with_parent = spec.die_with_parent;
+  plan.own_netns = spec.netns_fd < 0;
   plan.hostname = spec.hostname.c_str();
   plan.hostname_len = spec.hostname.size();
   plan.root = spec.rootfs.mountpoint.c_str();
@@ -260,11 +263,15 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
   int pidfd = -1;
   pid_t pid;
   {
+    // The child inherits the network namespace of this thread.
+    std::optional<sys::EnterNetns> in_box_netns;
+    if (spec.netns_fd >= 0) in_box_netns.emplace(spec.netns_fd);
     sys::BlockAllSignals blocked;  // the child starts with every signal blocked
-    pid = ::clone(child_main, stack.top(),
-                  CLONE_VM | CLONE_PIDFD | CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID |
-                      CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD,  // CLONE_NEWNET: by the child
-                  &plan, &pidfd);
+    pid =
+        ::clone(child_main, stack.top(),
+                CLONE_VM | CLONE_PIDFD | CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS |
+                    CLONE_NEWIPC | SIGCHLD,  // CLONE_NEWNET: by the child or inherited
+                &plan, &pidfd);
   }
   if (pid < 0) throw_errno("clone");
   child = sys::Pidfd(sys::UniqueFd(pidfd), pid);

@@ -12,6 +12,7 @@
 #include "sys/error.h"
 #include "sys/fs.h"
 #include "sys/mount.h"
+#include "sys/netlink.h"
 #include "sys/raw_syscall.h"
 
 namespace pitbox::runtime::container {
@@ -69,6 +70,12 @@ int MountPlan::dev_tmpfs(const IdMapping& ids) {
   return fds_.back().get();
 }
 
+int MountPlan::sysfs_of(int netns_fd) {
+  sys::EnterNetns in_netns(netns_fd);
+  fds_.push_back(sys::make_filesystem("sysfs", {}, kReadOnlyAttrs | MOUNT_ATTR_NOEXEC));
+  return fds_.back().get();
+}
+
 int MountPlan::detached_copy(const std::string& host_path, uint64_t attrs) {
   sys::UniqueFd fd = sys::clone_mount(host_path, true);
   sys::set_mount_attrs(fd.get(), attrs, 0, -1, true);
@@ -99,12 +106,22 @@ MountPlan MountPlan::for_box(const BoxSpec& spec) {
          .target = "proc",
          .fstype = "proc",
          .flags = kNoSuidDevExec});
-  p.add({.kind = K::filesystem,
-         .in_image = true,
-         .source = "sysfs",
-         .target = "sys",
-         .fstype = "sysfs",
-         .flags = MS_RDONLY | kNoSuidDevExec});
+  if (spec.netns_fd < 0) {
+    p.add({.kind = K::filesystem,
+           .in_image = true,
+           .source = "sysfs",
+           .target = "sys",
+           .fstype = "sysfs",
+           .flags = MS_RDONLY | kNoSuidDevExec});
+  } else {
+    // A sysfs shows the network namespace of whoever mounts it, and only a user namespace owning
+    // that namespace may: the box's root does not own a prepared one, so the host mounts it.
+    p.add({.kind = K::bind,
+           .in_image = true,
+           .source = "sysfs",
+           .source_fd = p.sysfs_of(spec.netns_fd),
+           .target = "sys"});
+  }
 
   // /dev: a small tmpfs made here, as the host's root, so that it can hold real device nodes
   // (a box could only bind them one by one); devpts and /dev/shm are the box's own.

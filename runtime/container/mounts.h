@@ -58,6 +58,7 @@ class MountPlan {
   const char* keep(std::string s);
   int detached_copy(const std::string& host_path, uint64_t attrs);
   int dev_tmpfs(const IdMapping& ids);
+  int sysfs_of(int netns_fd);
   void add(MountOp op) { ops_.push_back(op); }
 
   std::deque<std::string> strings_;

@@ -1,4 +1,5 @@
-// The network namespace: a box has only loopback for now.
+// The network namespace of a box without a prepared one (BoxSpec::netns_fd): its own, with only
+// loopback. Prepared namespaces come from net::Network, made by the host.
 #pragma once
 
 #include "runtime/container/child.h"
