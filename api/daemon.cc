@@ -55,6 +55,11 @@ int run_daemon(const DaemonOptions& options) {
     box_options.state_dir = options.state_dir;
     box_options.cgroup_parent = options.cgroup_parent;
     box_options.storage = options.storage;
+    std::optional<net::Policy> default_network;
+    if (options.network_default != "off") {
+      default_network = net::Policy::from_json(options.network_default, "--network");
+      box_options.network = net::NetworkOptions{.range = options.network_range};
+    }
     node::LocalNode node(io.get_executor(), box_options);
     // However the daemon ends, its boxes keep running for the next one.
     struct DetachOnExit {
@@ -66,6 +71,10 @@ int run_daemon(const DaemonOptions& options) {
     sandbox_options.pool_size = options.pool_size;
     sandbox_options.storage_driver = std::string(node.storage().name());
     sandbox_options.disk_quota = node.storage().quotas();
+    sandbox_options.default_network = default_network;
+    if (net::Network* network = node.network()) {
+      sandbox_options.check_network = [network](const net::Policy& p) { network->check(p); };
+    }
     // Set once the images service exists (below); only called after that.
     std::function<std::string()> default_image;
     sandbox_options.default_image = [&default_image] { return default_image(); };

@@ -14,6 +14,10 @@ struct DaemonOptions {
   std::string default_image;  // "" = the Debian base once built, else "host"
   bool build_base = false;    // build the Debian base image in the background if missing
   std::string storage = "overlay";  // the storage driver: overlay, btrfs or btrfs:SIZE
+  // Boxes' addresses (net::Network), and the policy of a create that names none: "egress",
+  // "none", or "off" (no network for any box: each has only its own loopback).
+  std::string network_range = "10.88.0.0/16";
+  std::string network_default = "egress";
 };
 
 // Serves until SIGTERM or SIGINT, then leaves the boxes running for the next start. Returns

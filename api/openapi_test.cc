@@ -18,6 +18,7 @@ class NoNode final : public node::NodeClient {
   asio::awaitable<json> create(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<json> start(const node::BoxConfig&) override { co_return json(); }
   asio::awaitable<void> reconfigure(const node::BoxConfig&) override { co_return; }
+  asio::awaitable<void> set_network(const std::string&, const net::Policy&) override { co_return; }
   asio::awaitable<void> pause(const std::string&) override { co_return; }
   asio::awaitable<uint64_t> snapshot(const std::string&, const std::string&) override {
     co_return 0;

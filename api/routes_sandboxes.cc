@@ -67,6 +67,8 @@ class SandboxRoutes {
     router.add(V::post, "/v1/sandboxes/{id}/pause", Access::user, bind(&SandboxRoutes::pause));
     router.add(V::post, "/v1/sandboxes/{id}/resume", Access::user, bind(&SandboxRoutes::resume));
     router.add(V::post, "/v1/sandboxes/{id}/resize", Access::user, bind(&SandboxRoutes::resize));
+    router.add(V::put, "/v1/sandboxes/{id}/network", Access::user,
+               bind(&SandboxRoutes::set_network));
     router.add(V::post, "/v1/sandboxes/{id}/archive", Access::user, bind(&SandboxRoutes::archive));
     router.add(V::post, "/v1/sandboxes/{id}/fork", Access::user, bind(&SandboxRoutes::fork));
     router.add(V::post, "/v1/sandboxes/{id}/restore", Access::user, bind(&SandboxRoutes::restore));
@@ -225,6 +227,13 @@ class SandboxRoutes {
     json body = co_await r.read_json();
     Sandbox resized = co_await boxes().resize(sb.id, body);
     co_await send_json(r, 200, resized.to_api());
+  }
+
+  asio::awaitable<void> set_network(Request& r) {
+    Sandbox sb = box(r);
+    json body = co_await r.read_json();
+    Sandbox changed = co_await boxes().set_network(sb.id, body);
+    co_await send_json(r, 200, changed.to_api());
   }
 
   asio::awaitable<void> labels(Request& r) {

@@ -133,6 +133,18 @@ class Commands final : public ClientCommands {
                      "a pool file <state>/pool.img), btrfs:SIZE (a pool file of that size)")
         ->envname("PITBOX_STORAGE")
         ->capture_default_str();
+    serve_
+        ->add_option("--network", network_default_,
+                     "Network policy of creates that name none: egress (outbound allowed), none "
+                     "(nothing leaves the box), or off (no network at all, only loopback)")
+        ->envname("PITBOX_NETWORK")
+        ->check(CLI::IsMember({"egress", "none", "off"}))
+        ->capture_default_str();
+    serve_
+        ->add_option("--network-range", network_range_,
+                     "Private IPv4 range boxes take their addresses from (a /17 or larger)")
+        ->envname("PITBOX_NETWORK_RANGE")
+        ->capture_default_str();
     serve_->add_flag("--build-base", build_base_,
                      "Build the Debian base image in the background if it is missing");
 
@@ -234,6 +246,8 @@ class Commands final : public ClientCommands {
         o.default_image = default_image_;
         o.build_base = build_base_;
         o.storage = storage_;
+        o.network_default = network_default_;
+        o.network_range = network_range_;
         return api::run_daemon(o);
       }
       Client c(client_config(global_, url_, key_));
@@ -648,6 +662,8 @@ class Commands final : public ClientCommands {
   size_t pool_size_ = 4;
   std::string default_image_;
   std::string storage_ = "overlay";
+  std::string network_default_ = "egress";
+  std::string network_range_ = "10.88.0.0/16";
   bool build_base_ = false;
   std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
   std::vector<std::string> labels_, env_;

@@ -201,7 +201,7 @@ SandboxSpec parse_create(const json& body, const Capabilities& caps) {
   check_object(body,
                {"image", "name", "labels", "env", "cpus", "memory", "pids", "disk", "workdir",
                 "user", "runtime", "auto_stop_minutes", "auto_delete_minutes",
-                "auto_archive_minutes", "ephemeral", "snapshot"},
+                "auto_archive_minutes", "ephemeral", "snapshot", "network"},
                "the request");
   SandboxSpec s;
   s.image = caps.default_image;
@@ -251,7 +251,20 @@ SandboxSpec parse_create(const json& body, const Capabilities& caps) {
     if (!it->is_boolean()) throw bad("ephemeral", "must be true or false");
     s.ephemeral = it->get<bool>();
   }
+  s.network = caps.default_network;
+  if (auto it = body.find("network"); it != body.end() && !it->is_null()) {
+    s.network = parse_network(*it, caps);
+  }
   return s;
+}
+
+net::Policy parse_network(const json& value, const Capabilities& caps) {
+  if (!caps.default_network) {
+    throw bad("network", "this server gives boxes no network (serve --network off)");
+  }
+  net::Policy p = net::Policy::from_json(value, "network");
+  if (caps.check_network) caps.check_network(p);
+  return p;
 }
 
 std::map<std::string, std::string> parse_labels_body(const json& body) {
@@ -291,11 +304,21 @@ json Sandbox::to_api() const {
       {"auto_archive_minutes", or_null(spec.auto_archive_minutes)},
       {"ephemeral", spec.ephemeral},
       {"snapshot", spec.snapshot.empty() ? json(nullptr) : json(spec.snapshot)},
+      {"network", network_to_api()},
       {"forked_from", forked_from.empty() ? json(nullptr) : json(forked_from)},
       {"created_at", time_or_null(created_at)},
       {"started_at", time_or_null(started_at)},
       {"stopped_at", time_or_null(stopped_at)},
       {"last_activity_at", time_or_null(last_activity_at)}};
+  return j;
+}
+
+json Sandbox::network_to_api() const {
+  // Without a network a box has only loopback: policy none, no address.
+  json j = spec.network.value_or(net::Policy{.mode = net::Policy::Mode::none}).to_json();
+  std::string address = location.is_object() ? location.value("address", "") : "";
+  bool runs = state == State::started || state == State::paused;
+  j["address"] = address.empty() || !runs ? json(nullptr) : json(address);
   return j;
 }
 
@@ -317,6 +340,7 @@ json Sandbox::to_doc() const {
                    {"auto_archive_minutes", or_null(spec.auto_archive_minutes)},
                    {"ephemeral", spec.ephemeral},
                    {"snapshot", spec.snapshot},
+                   {"network", spec.network ? spec.network->to_json() : json(nullptr)},
                    {"image_env", spec.image_env},
                    {"image_workdir", spec.image_workdir},
                    {"image_user", spec.image_user}};
@@ -362,6 +386,9 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
   s.spec.auto_archive_minutes = opt_d("auto_archive_minutes");
   s.spec.ephemeral = sp.value("ephemeral", false);
   s.spec.snapshot = sp.value("snapshot", "");
+  if (sp.contains("network") && !sp["network"].is_null()) {
+    s.spec.network = net::Policy::from_json(sp["network"]);
+  }
   s.forked_from = doc.value("forked_from", "");
   s.state = state_from_string(doc.value("state", "error")).value_or(State::error);
   if (doc.contains("error") && !doc["error"].is_null()) s.error = Error::from_json(doc["error"]);

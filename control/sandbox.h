@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "net/policy.h"
 #include "sys/error.h"
 
 namespace pitbox::control {
@@ -48,6 +49,8 @@ struct SandboxSpec {
   std::optional<double> auto_archive_minutes;
   bool ephemeral = false;
   std::string snapshot;  // the snapshot (id) the sandbox was made from; "" = its image's files
+  // What the box may reach (net/policy.h); none: only its own loopback (a node without networks).
+  std::optional<net::Policy> network;
   // The image's defaults for commands (its config's Env, WorkingDir, User), kept at create so
   // that a box runs the same however its image's tags move. "" workdir = the user's home.
   std::vector<std::string> image_env;
@@ -87,6 +90,10 @@ struct Capabilities {
   std::string storage_driver = "overlay";
   bool disk_quota = false;  // the storage driver limits a box's disk
   uint64_t online_cpus = 1;
+  // The policy of a create that names none; none: this node gives boxes no network.
+  std::optional<net::Policy> default_network;
+  // Refuses a policy that names what no box may reach (the node's net::Network::check).
+  std::function<void(const net::Policy&)> check_network;
 };
 
 // Parses and checks a create request. Unknown fields, wrong types and values out of range are
@@ -95,6 +102,9 @@ SandboxSpec parse_create(const nlohmann::json& body, const Capabilities& caps);
 // `{"cpus", "memory", "pids", "disk"}` of POST .../resize: `spec` with what the body names
 // changed (at least one).
 SandboxSpec parse_resize(const nlohmann::json& body, const Capabilities& caps, SandboxSpec spec);
+// A network policy (a create's "network" field, the body of PUT .../network) checked against
+// what the node allows.
+net::Policy parse_network(const nlohmann::json& value, const Capabilities& caps);
 // `{"labels": {...}}` of PUT .../labels.
 std::map<std::string, std::string> parse_labels_body(const nlohmann::json& body);
 // A label selector "k=v" of GET /v1/sandboxes?label=.
@@ -118,6 +128,7 @@ struct Sandbox {
 
   // The object of the API (docs/api.md).
   nlohmann::json to_api() const;
+  nlohmann::json network_to_api() const;  // its policy, and its address while it runs
   // Everything, for the store.
   nlohmann::json to_doc() const;
   static Sandbox from_doc(const std::string& id, const nlohmann::json& doc);

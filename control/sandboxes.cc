@@ -51,6 +51,7 @@ node::BoxConfig Sandboxes::config_for(const Sandbox& s) {
   c.limits.pids = s.spec.pids.value_or(0);
   c.disk = s.spec.disk.value_or(0);
   c.snapshot = s.spec.snapshot;
+  c.network = s.spec.network;
   return c;
 }
 
@@ -107,6 +108,8 @@ Capabilities Sandboxes::capabilities() const {
   caps.storage_driver = options_.storage_driver;
   caps.disk_quota = options_.disk_quota;
   caps.resolve_snapshot = [this](const std::string& ref) { return find_snapshot(ref); };
+  caps.default_network = options_.default_network;
+  caps.check_network = options_.check_network;
   return caps;
 }
 
@@ -204,6 +207,7 @@ SandboxSpec Sandboxes::default_spec() const {
   if (options_.default_image) s.image = options_.default_image();
   s.image_id = options_.resolve_image ? options_.resolve_image(s.image) : s.image;
   if (options_.image_defaults) options_.image_defaults(s);
+  s.network = options_.default_network;
   return s;
 }
 
@@ -216,9 +220,9 @@ std::string Sandboxes::pool_image_id() const {
   }
 }
 
-bool Sandboxes::fits_pool(const SandboxSpec& spec, const std::string& pool_image) {
+bool Sandboxes::fits_pool(const SandboxSpec& spec, const std::string& pool_image) const {
   return spec.image_id == pool_image && spec.runtime == SandboxSpec{}.runtime && !spec.disk &&
-         spec.snapshot.empty();
+         spec.snapshot.empty() && spec.network == options_.default_network;
 }
 
 asio::awaitable<void> Sandboxes::retire_stale_pool() {
@@ -514,6 +518,21 @@ asio::awaitable<Sandbox> Sandboxes::resize(const std::string& id_or_name, const 
   again.spec.disk = wanted.disk;
   save(again);
   audit("sandbox.resize", id);
+  co_return again;
+}
+
+asio::awaitable<Sandbox> Sandboxes::set_network(const std::string& id_or_name, const json& body) {
+  Sandbox& s = find(id_or_name);
+  net::Policy policy = parse_network(body, capabilities());
+  std::string id = s.id;
+  BusyGuard guard(*this, s, "changing its network");
+  if (s.state == State::started || s.state == State::paused) {
+    co_await node_.set_network(id, policy);
+  }
+  Sandbox& again = boxes_.at(id);
+  again.spec.network = policy;
+  save(again);
+  audit("sandbox.network", id);
   co_return again;
 }
 

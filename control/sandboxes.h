@@ -41,6 +41,9 @@ class Sandboxes {
     std::string storage_driver = "overlay";
     bool disk_quota = false;
     size_t max_fork = 100;  // sandboxes one fork may make
+    // The network policy of a create that names none; none: boxes get no network (loopback).
+    std::optional<net::Policy> default_network;
+    std::function<void(const net::Policy&)> check_network;
   };
   Sandboxes(asio::any_io_executor executor, Store& store, node::NodeClient& node, Metrics& metrics,
             Options options);
@@ -74,6 +77,8 @@ class Sandboxes {
   // New cpu, memory, pids (and disk) limits: at once for a running sandbox, at its next start
   // for a stopped one. A memory limit below what the box uses now is a conflict.
   asio::awaitable<Sandbox> resize(const std::string& id_or_name, const nlohmann::json& body);
+  // PUT .../network: a new policy, in force at once when the sandbox runs.
+  asio::awaitable<Sandbox> set_network(const std::string& id_or_name, const nlohmann::json& body);
 
   // Snapshots (control/snapshots.cc). `{"name"}` names it (default: "<sandbox>-<n>").
   asio::awaitable<Snapshot> snapshot(const std::string& id_or_name, const nlohmann::json& body);
@@ -155,7 +160,7 @@ class Sandboxes {
   // The image the pool's boxes are made of now (the default image's id; "" when it is gone).
   std::string pool_image_id() const;
   // Whether a pool box of `pool_image` can serve `spec` (that image, the default runtime).
-  static bool fits_pool(const SandboxSpec& spec, const std::string& pool_image);
+  bool fits_pool(const SandboxSpec& spec, const std::string& pool_image) const;
   // The spec of a create that asks for nothing (the default image, resolved now).
   SandboxSpec default_spec() const;
   // Removes the pool's boxes when the default image changed since they were made.

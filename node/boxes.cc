@@ -272,13 +272,15 @@ void LocalBox::release_network() {
   boxes_.network_->release(lease_.slot());
 }
 
-void LocalBox::set_network(const net::Policy& policy) {
-  if (boxes_.network_) boxes_.network_->check(policy);
-  if (box_ && !networked_) {
-    throw Error(ErrorCode::conflict,
-                "box " + id() + " runs without a network; it gets one at its next start");
+void LocalBox::set_network(const std::optional<net::Policy>& policy) {
+  if (policy && boxes_.network_) boxes_.network_->check(*policy);
+  if (box_ && networked_ != policy.has_value()) {
+    throw Error(ErrorCode::conflict, "box " + id() +
+                                         (networked_ ? " runs with a network; it can lose it"
+                                                     : " runs without a network; it can get one") +
+                                         " only at its next start");
   }
-  if (networked_) boxes_.network_->apply(lease_.slot(), policy);
+  if (networked_) boxes_.network_->apply(lease_.slot(), *policy);
   request_.network = policy;
 }
 

@@ -72,9 +72,9 @@ class LocalBox {
   // Gives the box another hostname and limits, now when it runs and at its later starts (its
   // /etc/hosts follows at the next start; etc_hosts() says what to write there now).
   void reconfigure(const std::string& hostname, const sys::CgroupLimits& limits, uint64_t disk = 0);
-  // Changes the box's network policy, at once when it runs. A box that runs without a network
-  // cannot get one before its next start (conflict).
-  void set_network(const net::Policy& policy);
+  // Changes the box's network policy, at once when it runs. A running box cannot get a network
+  // or lose it before its next start (conflict).
+  void set_network(const std::optional<net::Policy>& policy);
   // Waits up to `grace` for init to end (after being asked to shut down), then kills what is
   // left and removes the runtime's leftovers. The files stay.
   void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));

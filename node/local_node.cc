@@ -15,6 +15,7 @@ BoxRequest request_for(const BoxConfig& c) {
   r.limits = c.limits;
   r.disk = c.disk;
   r.snapshot = c.snapshot;
+  r.network = c.network;
   return r;
 }
 
@@ -136,6 +137,7 @@ asio::awaitable<nlohmann::json> LocalNode::start(const BoxConfig& config) {
     BoxConfig wanted = config;  // a stopped box may have been renamed or resized meanwhile
     auto task = [box, wanted] {
       box->reconfigure(wanted.hostname, wanted.limits, wanted.disk);
+      box->set_network(wanted.network);
       box->start();
     };
     co_await blocking(std::move(task));
@@ -158,6 +160,14 @@ asio::awaitable<void> LocalNode::reconfigure(const BoxConfig& config) {
     co_await hosts->write(content);
     co_await hosts->finish();
   }
+}
+
+asio::awaitable<void> LocalNode::set_network(const std::string& id, const net::Policy& policy) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) co_return;  // taken from the config at its next start
+  LocalBox* box = it->second.box.get();
+  auto task = [box, policy] { box->set_network(policy); };
+  co_await blocking(std::move(task));
 }
 
 asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::milliseconds grace) {

@@ -22,6 +22,8 @@ class LocalNode final : public NodeClient {
   asio::awaitable<nlohmann::json> create(const BoxConfig& config) override;
   asio::awaitable<nlohmann::json> start(const BoxConfig& config) override;
   asio::awaitable<void> reconfigure(const BoxConfig& config) override;
+  asio::awaitable<void> set_network(const std::string& id, const net::Policy& policy) override;
+  net::Network* network() { return boxes_.network(); }
   asio::awaitable<uint64_t> snapshot(const std::string& id,
                                      const std::string& snapshot_id) override;
   asio::awaitable<void> remove_snapshot(const std::string& snapshot_id) override;

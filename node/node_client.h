@@ -6,9 +6,11 @@
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "net/policy.h"
 #include "node/channel.h"
 #include "storage/images.h"
 #include "sys/cgroup.h"
@@ -22,6 +24,8 @@ struct BoxConfig {
   sys::CgroupLimits limits;
   uint64_t disk = 0;     // bytes its writable layer may hold; 0 = no limit
   std::string snapshot;  // create: a snapshot id whose files the box starts with
+  // Its network policy; none: only loopback. Changed on a running box with set_network().
+  std::optional<net::Policy> network;
 };
 
 class NodeClient {
@@ -37,6 +41,8 @@ class NodeClient {
   virtual asio::awaitable<nlohmann::json> start(const BoxConfig& config) = 0;
   // Gives a running box the hostname and limits of `config` (its /etc/hosts too).
   virtual asio::awaitable<void> reconfigure(const BoxConfig& config) = 0;
+  // Gives the box another network policy: at once when it runs, else at its next start.
+  virtual asio::awaitable<void> set_network(const std::string& id, const net::Policy& policy) = 0;
   // Ends every process of the box (SIGTERM, SIGKILL after `grace`); the files stay.
   virtual asio::awaitable<void> stop(const std::string& id, std::chrono::milliseconds grace) = 0;
   // Captures a box's files (frozen meanwhile if it runs) as snapshot `snapshot_id`; returns
