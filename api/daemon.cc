@@ -97,7 +97,16 @@ int run_daemon(const DaemonOptions& options) {
     control::Images images(io.get_executor(), node, sandboxes, image_options);
     default_image = [&images] { return images.default_image(); };
     if (!options.default_image.empty()) node.images().resolve(options.default_image);
-    Services services{sandboxes, keys, *store, metrics, options.state_dir + "/tmp", images};
+    control::PreviewSigner previews =
+        control::PreviewSigner::from_file(options.state_dir + "/keys/preview.key");
+    Services services{sandboxes,
+                      keys,
+                      *store,
+                      metrics,
+                      options.state_dir + "/tmp",
+                      images,
+                      previews,
+                      options.preview_domain};
     Server server(io.get_executor(), services, {options.listen, options.log_requests});
     server.listen();
 

@@ -34,6 +34,8 @@ class NoNode final : public node::NodeClient {
   }
   std::shared_ptr<node::Channel> channel(const std::string&) override { return nullptr; }
   sys::CgroupStats stats(const std::string&) override { return {}; }
+  std::vector<int> listening_ports(const std::string&) override { return {}; }
+  sys::UniqueFd box_socket(const std::string&) override { return {}; }
   void detach_all() override {}
 };
 
@@ -61,7 +63,9 @@ TEST(OpenApi, SpecListsExactlyTheServersRoutes) {
   NoNode node;
   control::Sandboxes sandboxes(io.get_executor(), *store, node, metrics, {});
   control::Images images(io.get_executor(), node, sandboxes, {.state_dir = dir});
-  Server server(io.get_executor(), {sandboxes, keys, *store, metrics, "/tmp", images}, {});
+  control::PreviewSigner previews("test key");
+  Server server(io.get_executor(), {sandboxes, keys, *store, metrics, "/tmp", images, previews},
+                {});
   std::set<std::string> served;
   for (const auto& route : server.router().routes()) {
     served.insert(std::string(http::to_string(route.method)) + " " + route.pattern);

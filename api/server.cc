@@ -3,6 +3,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <limits>
 
+#include "api/preview.h"
 #include "api/routes.h"
 #include "sys/log.h"
 #include "sys/text.h"
@@ -48,7 +49,11 @@ Server::Server(asio::any_io_executor executor, Services services, Options option
   add_sandbox_routes(router_, services_);
   add_file_routes(router_, services_);
   add_terminal_route(router_, services_);
+  preview_ = std::make_unique<PreviewProxy>(services_);
+  add_preview_routes(router_, services_, *preview_);
 }
+
+Server::~Server() = default;
 
 void Server::listen() {
   tcp::endpoint endpoint = parse_listen_address(options_.listen);
@@ -158,6 +163,13 @@ asio::awaitable<void> Server::handle(Request& r) {
   try {
     std::string_view target(r.head.target().data(), r.head.target().size());
     parse_target(target, r.path, r.query);
+    if (auto preview = preview_->match(r)) {
+      r.route =
+          preview->prefix.empty() ? "preview by host" : "/v1/sandboxes/{id}/ports/{port}/proxy";
+      co_await preview_->serve(r, *preview);
+      finish(r, nullptr, started);
+      co_return;
+    }
     // Matched before decoding: an escaped "/" (%2F) stays inside its parameter ("org/app:1").
     route = &router_.match(r.method(), std::string(target.substr(0, target.find('?'))), r.params);
     r.route = route->pattern;

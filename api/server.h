@@ -10,6 +10,7 @@
 #include "control/images.h"
 #include "control/keys.h"
 #include "control/metrics.h"
+#include "control/previews.h"
 #include "control/sandboxes.h"
 #include "control/store.h"
 
@@ -23,7 +24,11 @@ struct Services {
   control::Metrics& metrics;
   std::string tmp_dir;  // for uploads that must be buffered (tar)
   control::Images& images;
+  const control::PreviewSigner& previews;
+  std::string preview_domain = "localhost";  // previews by host: {port}-{box}.{domain}
 };
+
+class PreviewProxy;
 
 class Server {
  public:
@@ -32,6 +37,7 @@ class Server {
     bool log_requests = true;
   };
   Server(asio::any_io_executor executor, Services services, Options options);
+  ~Server();
 
   // Binds the address; throws naming it when that fails.
   void listen();
@@ -52,6 +58,7 @@ class Server {
   Services services_;
   Options options_;
   Router router_;
+  std::unique_ptr<PreviewProxy> preview_;
   asio::ip::tcp::acceptor acceptor_;
 };
 

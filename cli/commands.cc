@@ -145,6 +145,12 @@ class Commands final : public ClientCommands {
                      "Private IPv4 range boxes take their addresses from (a /17 or larger)")
         ->envname("PITBOX_NETWORK_RANGE")
         ->capture_default_str();
+    serve_
+        ->add_option("--preview-domain", preview_domain_,
+                     "Domain of preview links by host: http://PORT-BOX.DOMAIN:PORT/ (point its "
+                     "wildcard at this server; localhost needs nothing)")
+        ->envname("PITBOX_PREVIEW_DOMAIN")
+        ->capture_default_str();
     serve_->add_flag("--build-base", build_base_,
                      "Build the Debian base image in the background if it is missing");
 
@@ -248,6 +254,7 @@ class Commands final : public ClientCommands {
         o.storage = storage_;
         o.network_default = network_default_;
         o.network_range = network_range_;
+        o.preview_domain = preview_domain_;
         return api::run_daemon(o);
       }
       Client c(client_config(global_, url_, key_));
@@ -664,6 +671,7 @@ class Commands final : public ClientCommands {
   std::string storage_ = "overlay";
   std::string network_default_ = "egress";
   std::string network_range_ = "10.88.0.0/16";
+  std::string preview_domain_ = "localhost";
   bool build_base_ = false;
   std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
   std::vector<std::string> labels_, env_;

@@ -353,7 +353,8 @@ json Sandbox::to_doc() const {
           {"last_activity_at", last_activity_at},
           {"location", location},
           {"sessions", sessions},
-          {"forked_from", forked_from}};
+          {"forked_from", forked_from},
+          {"preview_generation", preview_generation}};
 }
 
 Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
@@ -390,6 +391,7 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
     s.spec.network = net::Policy::from_json(sp["network"]);
   }
   s.forked_from = doc.value("forked_from", "");
+  s.preview_generation = doc.value("preview_generation", uint64_t{0});
   s.state = state_from_string(doc.value("state", "error")).value_or(State::error);
   if (doc.contains("error") && !doc["error"].is_null()) s.error = Error::from_json(doc["error"]);
   s.created_at = doc.value("created_at", int64_t{0});

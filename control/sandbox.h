@@ -124,7 +124,8 @@ struct Sandbox {
   // The sessions started through the API ({"id", "pid", "started_at"}), so that a restarted
   // daemon gives the processes it finds again their ids.
   nlohmann::json sessions = nlohmann::json::array();
-  std::string forked_from;  // the sandbox this one is a fork of
+  std::string forked_from;          // the sandbox this one is a fork of
+  uint64_t preview_generation = 0;  // preview links made before the last revocation fail
 
   // The object of the API (docs/api.md).
   nlohmann::json to_api() const;

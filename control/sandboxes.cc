@@ -521,6 +521,26 @@ asio::awaitable<Sandbox> Sandboxes::resize(const std::string& id_or_name, const 
   co_return again;
 }
 
+std::vector<int> Sandboxes::listening_ports(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  if (s.state != State::started && s.state != State::paused) throw wrong_state(s, "started");
+  return node_.listening_ports(s.id);
+}
+
+asio::awaitable<sys::UniqueFd> Sandboxes::preview_socket(const std::string& id) {
+  auto reached = co_await reach(id, true);
+  touch(reached.first.id);
+  co_return node_.box_socket(reached.first.id);
+}
+
+Sandbox Sandboxes::revoke_previews(const std::string& id_or_name) {
+  Sandbox& s = find(id_or_name);
+  s.preview_generation++;
+  save(s);
+  audit("sandbox.previews.revoke", s.id);
+  return s;
+}
+
 asio::awaitable<Sandbox> Sandboxes::set_network(const std::string& id_or_name, const json& body) {
   Sandbox& s = find(id_or_name);
   net::Policy policy = parse_network(body, capabilities());

@@ -77,6 +77,13 @@ class Sandboxes {
   // New cpu, memory, pids (and disk) limits: at once for a running sandbox, at its next start
   // for a stopped one. A memory limit below what the box uses now is a conflict.
   asio::awaitable<Sandbox> resize(const std::string& id_or_name, const nlohmann::json& body);
+  // The TCP ports something listens on in a running sandbox.
+  std::vector<int> listening_ports(const std::string& id_or_name);
+  // For a preview request: a socket in the sandbox's network namespace (node::box_socket). A
+  // paused sandbox is resumed; the request counts as activity.
+  asio::awaitable<sys::UniqueFd> preview_socket(const std::string& id);
+  // Every preview link made so far stops working.
+  Sandbox revoke_previews(const std::string& id_or_name);
   // PUT .../network: a new policy, in force at once when the sandbox runs.
   asio::awaitable<Sandbox> set_network(const std::string& id_or_name, const nlohmann::json& body);
 

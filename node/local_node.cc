@@ -1,7 +1,15 @@
 #include "node/local_node.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <set>
+#include <sstream>
+
 #include "node/blocking.h"
 #include "sys/error.h"
+#include "sys/fs.h"
+#include "sys/netlink.h"
 
 namespace pitbox::node {
 
@@ -246,6 +254,42 @@ std::shared_ptr<Channel> LocalNode::channel(const std::string& id) {
 sys::CgroupStats LocalNode::stats(const std::string& id) {
   auto it = entries_.find(id);
   return it == entries_.end() ? sys::CgroupStats{} : it->second.box->stats();
+}
+
+std::vector<int> LocalNode::listening_ports(const std::string& id) {
+  pid_t init = running_entry(id).box->box().init_pid();
+  std::set<int> ports;
+  for (const char* table : {"tcp", "tcp6"}) {
+    std::string text;
+    try {
+      text = sys::read_file("/proc/" + std::to_string(init) + "/net/" + table);
+    } catch (const Error&) {
+      continue;  // no IPv6 in this kernel
+    }
+    // "  sl  local_address rem_address   st ...": "0100007F:1F40 00000000:0000 0A" (0A: LISTEN)
+    std::istringstream lines(text);
+    std::string line;
+    std::getline(lines, line);
+    while (std::getline(lines, line)) {
+      std::istringstream fields(line);
+      std::string sl, local, remote, state;
+      if (!(fields >> sl >> local >> remote >> state) || state != "0A") continue;
+      size_t colon = local.rfind(':');
+      if (colon != std::string::npos) ports.insert(std::stoi(local.substr(colon + 1), nullptr, 16));
+    }
+  }
+  return {ports.begin(), ports.end()};
+}
+
+sys::UniqueFd LocalNode::box_socket(const std::string& id) {
+  pid_t init = running_entry(id).box->box().init_pid();
+  std::string path = "/proc/" + std::to_string(init) + "/ns/net";
+  sys::UniqueFd netns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!netns) throw_errno("opening the network namespace of box " + id);
+  sys::EnterNetns in_box(netns.get());
+  sys::UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!socket) throw_errno("a socket in box " + id);
+  return socket;
 }
 
 void LocalNode::detach_all() {

@@ -37,6 +37,8 @@ class LocalNode final : public NodeClient {
                                 bool was_running) override;
   std::shared_ptr<Channel> channel(const std::string& id) override;
   sys::CgroupStats stats(const std::string& id) override;
+  std::vector<int> listening_ports(const std::string& id) override;
+  sys::UniqueFd box_socket(const std::string& id) override;
   void detach_all() override;
 
  private:

@@ -68,6 +68,12 @@ class NodeClient {
   // The channel to a running box's init; null when the box does not run.
   virtual std::shared_ptr<Channel> channel(const std::string& id) = 0;
   virtual sys::CgroupStats stats(const std::string& id) = 0;
+  // The TCP ports something listens on in a running box (any address, its loopback included),
+  // ascending.
+  virtual std::vector<int> listening_ports(const std::string& id) = 0;
+  // A TCP socket made in a running box's network namespace, not yet connected: connected to
+  // 127.0.0.1:PORT it reaches what listens there, on any address of the box (preview links).
+  virtual sys::UniqueFd box_socket(const std::string& id) = 0;
   // Adds what a stopped box changed in its files (its writable layer) to the image store as a
   // layer: how builds make their layers.
   virtual asio::awaitable<storage::LayerDesc> commit(const std::string& id) = 0;

@@ -1,0 +1,481 @@
+// Preview links: HTTP to a port of a sandbox, by host (http://8000-sb-x.localhost:7070/) or by
+// path (/v1/sandboxes/sb-x/ports/8000/proxy/...). Each request is relayed over a connection of
+// its own made in the sandbox's network namespace to 127.0.0.1:PORT, so whatever listens there
+// is reached (on the box's loopback too, and in boxes without a network). Bodies stream both
+// ways as they come (Server-Sent Events included); an Upgrade (WebSocket) becomes a byte pipe.
+#include "api/preview.h"
+
+#include <boost/asio/redirect_error.hpp>
+#include <regex>
+
+#include "api/routes.h"
+#include "sys/log.h"
+#include "sys/text.h"
+
+namespace pitbox::api {
+
+namespace {
+
+using tcp = asio::ip::tcp;
+constexpr std::string_view kTokenParam = "pitbox_token";
+constexpr std::string_view kCookie = "pitbox_preview";
+constexpr const char* kTokenHeader = "X-Pitbox-Preview-Token";
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The target without the token parameter; `token` gets its value.
+std::string without_token(const std::string& target, std::string& token) {
+  size_t q = target.find('?');
+  if (q == std::string::npos) return target;
+  std::string kept;
+  std::string query = target.substr(q + 1);
+  size_t start = 0;
+  while (start <= query.size()) {
+    size_t amp = query.find('&', start);
+    std::string item = query.substr(start, amp == std::string::npos ? amp : amp - start);
+    if (item.rfind(std::string(kTokenParam) + "=", 0) == 0) {
+      token = item.substr(kTokenParam.size() + 1);
+    } else if (!item.empty()) {
+      kept += (kept.empty() ? "" : "&") + item;
+    }
+    if (amp == std::string::npos) break;
+    start = amp + 1;
+  }
+  return target.substr(0, q) + (kept.empty() ? "" : "?" + kept);
+}
+
+// The Cookie header without ours; `token` gets its value.
+std::string without_cookie(std::string_view header, std::string& token) {
+  std::string kept;
+  size_t start = 0;
+  while (start < header.size()) {
+    size_t semi = header.find(';', start);
+    std::string_view item =
+        header.substr(start, semi == std::string_view::npos ? semi : semi - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    if (item.rfind(std::string(kCookie) + "=", 0) == 0) {
+      token = std::string(item.substr(kCookie.size() + 1));
+    } else if (!item.empty()) {
+      kept += (kept.empty() ? "" : "; ") + std::string(item);
+    }
+    if (semi == std::string_view::npos) break;
+    start = semi + 1;
+  }
+  return kept;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+// A page for a browser (and the same words for curl) when a preview cannot be shown.
+asio::awaitable<void> send_page(Request& r, int status, const std::string& title,
+                                const std::string& message) {
+  co_await r.finish_body();
+  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+  common_headers(res, r);
+  res.set(http::field::content_type, "text/html; charset=utf-8");
+  res.set(http::field::cache_control, "no-store");
+  res.body() = "<!doctype html>\n<html><head><title>" + html_escape(title) +
+               "</title></head>\n<body style=\"font-family: sans-serif; margin: 3em\">\n<h1>" +
+               html_escape(title) + "</h1>\n<p>" + html_escape(message) +
+               "</p>\n<p><small>pitbox preview</small></p>\n</body></html>\n";
+  res.prepare_payload();
+  r.status = status;
+  r.headers_sent = true;
+  co_await http::async_write(r.stream, res, asio::use_awaitable);
+}
+
+// Moves a message's body from `in` to `out` as it arrives; the header goes out first.
+template <bool isRequest, typename In, typename Out>
+asio::awaitable<void> relay(In& in, beast::flat_buffer& in_buffer,
+                            http::parser<isRequest, http::buffer_body>& p, Out& out) {
+  http::serializer<isRequest, http::buffer_body> sr{p.get()};
+  boost::system::error_code ec;
+  std::vector<char> buf(256 << 10);
+  if (!p.is_done()) {
+    p.get().body().data = nullptr;
+    p.get().body().more = true;
+    co_await http::async_write_header(out, sr, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) throw boost::system::system_error(ec);
+  }
+  do {
+    if (!p.is_done()) {
+      p.get().body().data = buf.data();
+      p.get().body().size = buf.size();
+      co_await http::async_read_some(in, in_buffer, p,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) throw boost::system::system_error(ec);
+      p.get().body().size = buf.size() - p.get().body().size;
+      p.get().body().data = buf.data();
+      p.get().body().more = !p.is_done();
+    } else {
+      p.get().body().data = nullptr;
+      p.get().body().size = 0;
+      p.get().body().more = false;
+    }
+    co_await http::async_write(out, sr, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) throw boost::system::system_error(ec);
+  } while (!p.is_done() || !sr.is_done());
+}
+
+void shutdown_send(tcp::socket& s) {
+  boost::system::error_code ignored;
+  s.shutdown(tcp::socket::shutdown_send, ignored);
+}
+void shutdown_send(beast::tcp_stream& s) { shutdown_send(s.socket()); }
+
+// Copies bytes from `from` to `to` until `from` ends; then ends `to`'s sending side.
+template <typename From, typename To>
+asio::awaitable<void> pipe(From& from, To& to) {
+  std::vector<char> buf(64 << 10);
+  boost::system::error_code ec;
+  for (;;) {
+    size_t n = co_await from.async_read_some(asio::buffer(buf),
+                                             asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || n == 0) break;
+    co_await asio::async_write(to, asio::buffer(buf.data(), n),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+  }
+  shutdown_send(to);
+}
+
+}  // namespace
+
+PreviewProxy::PreviewProxy(Services& services) : services_(services) {}
+
+std::optional<PreviewTarget> PreviewProxy::match(const Request& r) const {
+  auto host_field = r.head[http::field::host];
+  std::string host = lower(std::string(host_field.data(), host_field.size()));
+  if (size_t colon = host.rfind(':'); colon != std::string::npos) host.resize(colon);
+  std::string suffix = "." + lower(services_.preview_domain);
+  if (host.size() > suffix.size() &&
+      host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    std::string label = host.substr(0, host.size() - suffix.size());
+    static const std::regex by_host("^([0-9]{1,5})-([a-z0-9][a-z0-9-]*)$");
+    std::smatch m;
+    if (std::regex_match(label, m, by_host)) {
+      return PreviewTarget{m[2], std::stoi(m[1]), "", std::string(r.head.target())};
+    }
+  }
+  static const std::regex by_path("^(/v1/sandboxes/([^/?]+)/ports/([0-9]{1,5})/proxy)([/?].*)?$");
+  std::string target(r.head.target());
+  std::smatch m;
+  if (std::regex_match(target, m, by_path)) {
+    std::string rest = m[4].matched ? m[4].str() : "/";
+    if (rest.front() == '?') rest = "/" + rest;
+    return PreviewTarget{m[2], std::stoi(m[3]), m[1], rest};
+  }
+  return std::nullopt;
+}
+
+std::string PreviewProxy::host_url(const Request& r, const std::string& id, int port) const {
+  auto host_field = r.head[http::field::host];
+  std::string host(host_field.data(), host_field.size());
+  std::string listen_port;
+  if (size_t colon = host.rfind(':'); colon != std::string::npos) listen_port = host.substr(colon);
+  return "http://" + std::to_string(port) + "-" + id + "." + services_.preview_domain +
+         listen_port + "/";
+}
+
+std::string PreviewProxy::path_url(const Request& r, const std::string& id, int port) const {
+  auto host_field = r.head[http::field::host];
+  return "http://" + std::string(host_field.data(), host_field.size()) + "/v1/sandboxes/" + id +
+         "/ports/" + std::to_string(port) + "/proxy/";
+}
+
+asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
+  control::Sandboxes& boxes = services_.sandboxes;
+  if (t.port < 1 || t.port > 65535) {
+    co_return co_await send_page(r, 400, "No such port",
+                                 std::to_string(t.port) + " is not a TCP port (1 to 65535).");
+  }
+  control::Sandbox sb;
+  std::optional<Error> unknown;
+  try {
+    sb = boxes.get(t.box);
+  } catch (const Error& e) {
+    unknown = e;
+  }
+  if (unknown) co_return co_await send_page(r, 404, "No such sandbox", unknown->message());
+  t.box = sb.id;
+  r.target = sb.id;
+
+  // Who may see it: a preview token (query, header or cookie), or an API key.
+  std::string query_token, cookie_token;
+  std::string upstream_target = without_token(t.upstream_target, query_token);
+  auto header_token_field = r.head[kTokenHeader];
+  std::string token(header_token_field.data(), header_token_field.size());
+  auto cookie_field = r.head[http::field::cookie];
+  std::string cookies =
+      without_cookie(std::string_view(cookie_field.data(), cookie_field.size()), cookie_token);
+  if (!query_token.empty()) token = query_token;
+  if (token.empty()) token = cookie_token;
+  bool by_key = false;
+  if (token.empty()) {
+    auto auth = r.head[http::field::authorization];
+    std::string_view value(auth.data(), auth.size());
+    if (value.rfind("Bearer ", 0) == 0) {
+      by_key = services_.keys.authenticate(std::string(value.substr(7))).has_value();
+      if (!by_key) {
+        co_return co_await send_page(r, 401, "Not allowed",
+                                     "The API key is not valid (unknown or revoked).");
+      }
+    }
+  }
+  if (!by_key) {
+    if (token.empty()) {
+      co_return co_await send_page(r, 401, "This preview needs a link",
+                                   "Open it through a preview link (POST /v1/sandboxes/" + sb.id +
+                                       "/ports/" + std::to_string(t.port) +
+                                       "/preview-url makes one), or send an API key.");
+    }
+    auto grant = services_.previews.verify(token);
+    if (!grant || grant->sandbox_id != sb.id || grant->port != t.port) {
+      co_return co_await send_page(r, 403, "Not allowed",
+                                   "This preview link is not valid for port " +
+                                       std::to_string(t.port) + " of sandbox " + sb.id + ".");
+    }
+    if (grant->generation != sb.preview_generation) {
+      co_return co_await send_page(r, 403, "Link revoked",
+                                   "The preview links of sandbox " + sb.id + " were revoked.");
+    }
+    if (grant->expires_at <= sys::now_ms()) {
+      co_return co_await send_page(
+          r, 403, "Link expired",
+          "This preview link expired at " + sys::format_time(grant->expires_at) + ".");
+    }
+    if (!query_token.empty()) {
+      // A cookie from now on, and the address without the token (it never reaches the app).
+      co_await r.finish_body();
+      http::response<http::empty_body> res{http::status::found, 11};
+      common_headers(res, r);
+      std::string path = t.prefix.empty() ? "/" : t.prefix;
+      res.set(http::field::set_cookie,
+              std::string(kCookie) + "=" + token + "; Path=" + path + "; HttpOnly; SameSite=Lax");
+      res.set(http::field::location, t.prefix + upstream_target);
+      res.set(http::field::cache_control, "no-store");
+      res.prepare_payload();
+      r.status = 302;
+      r.headers_sent = true;
+      co_await http::async_write(r.stream, res, asio::use_awaitable);
+      co_return;
+    }
+  }
+
+  // A connection to the port, made in the box.
+  tcp::socket upstream(r.stream.get_executor());
+  std::optional<Error> failed;
+  try {
+    sys::UniqueFd fd = co_await boxes.preview_socket(sb.id);
+    upstream.assign(tcp::v4(), fd.release());
+  } catch (const Error& e) {
+    failed = e;
+  }
+  if (failed) {
+    co_return co_await send_page(r, http_status_of(*failed), "Sandbox not reachable",
+                                 failed->message());
+  }
+  boost::system::error_code ec;
+  co_await upstream.async_connect(
+      {asio::ip::make_address_v4("127.0.0.1"), static_cast<unsigned short>(t.port)},
+      asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    co_return co_await send_page(r, 502, "Nothing listens on port " + std::to_string(t.port),
+                                 "Sandbox " + sb.id + " has nothing listening on port " +
+                                     std::to_string(t.port) + " (" + ec.message() +
+                                     "). Start a server there, on any address.");
+  }
+  upstream.set_option(tcp::no_delay(true), ec);
+
+  // The request, as the app should see it.
+  http::request_parser<http::buffer_body> request(std::move(r.head_parser));
+  r.body_read = true;
+  auto& head = request.get();
+  bool upgrade = head.count(http::field::upgrade) > 0;
+  std::string upgrade_to(head[http::field::upgrade]);
+  head.target(upstream_target);
+  for (auto f : {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
+                 http::field::te, http::field::trailer, http::field::upgrade}) {
+    head.erase(f);
+  }
+  head.erase(kTokenHeader);
+  if (by_key) head.erase(http::field::authorization);  // the key is not the app's business
+  head.erase(http::field::cookie);
+  if (!cookies.empty()) head.set(http::field::cookie, cookies);
+  std::string peer;
+  try {
+    peer = r.stream.socket().remote_endpoint().address().to_string();
+  } catch (const std::exception&) {
+  }
+  head.set("X-Forwarded-For", peer);
+  head.set("X-Forwarded-Proto", "http");
+  if (upgrade) {
+    head.set(http::field::connection, "Upgrade");
+    head.set(http::field::upgrade, upgrade_to);
+  } else {
+    head.set(http::field::connection, "close");  // one connection per request to the app
+  }
+
+  bool response_begun = false;
+  try {
+    co_await relay(r.stream, r.buffer, request, upstream);
+    r.body_complete = true;
+    beast::flat_buffer upstream_buffer;
+    http::response_parser<http::buffer_body> response;
+    response.body_limit(std::numeric_limits<std::uint64_t>::max());
+    co_await http::async_read_header(upstream, upstream_buffer, response, asio::use_awaitable);
+    auto& res = response.get();
+    r.status = res.result_int();
+    if (upgrade && res.result() == http::status::switching_protocols) {
+      // The app took the upgrade: from now on bytes, both ways, until either side ends.
+      http::response<http::empty_body> head101{res.result(), res.version()};
+      for (const auto& field : res) head101.set(field.name_string(), field.value());
+      response_begun = r.headers_sent = true;
+      r.close = true;
+      co_await http::async_write(r.stream, head101, asio::use_awaitable);
+      if (r.buffer.size() > 0) {
+        co_await asio::async_write(upstream, r.buffer.data(), asio::use_awaitable);
+        r.buffer.consume(r.buffer.size());
+      }
+      if (upstream_buffer.size() > 0) {
+        co_await asio::async_write(r.stream, upstream_buffer.data(), asio::use_awaitable);
+        upstream_buffer.consume(upstream_buffer.size());
+      }
+      // The client-to-app half runs beside; both halves end when either side hangs up.
+      auto done = std::make_shared<asio::steady_timer>(
+          r.stream.get_executor(), std::chrono::steady_clock::time_point::max());
+      asio::co_spawn(r.stream.get_executor(), pipe(r.stream, upstream),
+                     [done](std::exception_ptr) { done->cancel(); });
+      co_await pipe(upstream, r.stream);
+      boost::system::error_code ignored;
+      r.stream.socket().cancel(ignored);
+      upstream.close(ignored);
+      co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      co_return;
+    }
+    for (auto f : {http::field::connection, http::field::keep_alive, http::field::upgrade}) {
+      res.erase(f);
+    }
+    bool bodyless = res.result_int() < 200 || res.result_int() == 204 || res.result_int() == 304 ||
+                    r.method() == http::verb::head;
+    if (!bodyless && !res.has_content_length() && !res.chunked()) {
+      res.chunked(true);  // an app that ends its answer by closing: chunks keep ours open
+    }
+    res.keep_alive(r.head.keep_alive());
+    res.set(http::field::server, std::string(res[http::field::server]).empty()
+                                     ? std::string("pitbox/") + PITBOX_VERSION
+                                     : std::string(res[http::field::server]));
+    response_begun = r.headers_sent = true;
+    co_await relay(upstream, upstream_buffer, response, r.stream);
+    boxes.touch(sb.id);
+  } catch (const boost::system::system_error& e) {
+    if (!response_begun) {
+      failed = Error(ErrorCode::unavailable, e.what());
+    } else {
+      r.close = true;  // the app (or the box) went mid-answer: the client sees the end
+    }
+  }
+  if (failed) {
+    r.close = true;
+    co_await send_page(r, 502, "The app did not answer",
+                       "Port " + std::to_string(t.port) + " of sandbox " + sb.id +
+                           " closed the connection before answering (" + failed->message() + ").");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+int port_param(const Request& r) {
+  const std::string& text = r.params.at("port");
+  int port = 0;
+  try {
+    size_t used = 0;
+    port = std::stoi(text, &used);
+    if (used != text.size()) port = 0;
+  } catch (const std::exception&) {
+  }
+  if (port < 1 || port > 65535) {
+    throw invalid_argument("port: \"" + text + "\" is not a TCP port (1 to 65535)",
+                           {{"field", "port"}});
+  }
+  return port;
+}
+
+}  // namespace
+
+void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy) {
+  using V = http::verb;
+  router.add(V::get, "/v1/sandboxes/{id}/ports", Access::user,
+             [&services, &proxy](Request& r) -> asio::awaitable<void> {
+               control::Sandbox sb = services.sandboxes.get(r.params.at("id"));
+               json items = json::array();
+               for (int port : services.sandboxes.listening_ports(sb.id)) {
+                 items.push_back({{"port", port},
+                                  {"url", proxy.host_url(r, sb.id, port)},
+                                  {"path_url", proxy.path_url(r, sb.id, port)}});
+               }
+               json page = page_json(items, "");
+               co_await send_json(r, 200, page);
+             });
+  router.add(
+      V::post, "/v1/sandboxes/{id}/ports/{port}/preview-url", Access::user,
+      [&services, &proxy](Request& r) -> asio::awaitable<void> {
+        control::Sandbox sb = services.sandboxes.get(r.params.at("id"));
+        int port = port_param(r);
+        json body = co_await r.read_json();
+        check_fields(body, {"expires_in"});
+        int64_t seconds = 24 * 3600;
+        if (body.contains("expires_in")) {
+          const json& e = body["expires_in"];
+          if (!e.is_number_integer() || e.get<int64_t>() < 1 || e.get<int64_t>() > 30 * 24 * 3600) {
+            throw invalid_argument("expires_in: seconds, from 1 to 2592000 (30 days)",
+                                   {{"field", "expires_in"}});
+          }
+          seconds = e.get<int64_t>();
+        }
+        control::PreviewGrant grant{sb.id, port, sys::now_ms() + seconds * 1000,
+                                    sb.preview_generation};
+        std::string token = services.previews.sign(grant);
+        json answer = {{"url", proxy.host_url(r, sb.id, port) + "?pitbox_token=" + token},
+                       {"path_url", proxy.path_url(r, sb.id, port) + "?pitbox_token=" + token},
+                       {"token", token},
+                       {"port", port},
+                       {"expires_at", sys::format_time(grant.expires_at)}};
+        co_await send_json(r, 201, answer);
+      });
+  router.add(V::delete_, "/v1/sandboxes/{id}/preview-urls", Access::user,
+             [&services](Request& r) -> asio::awaitable<void> {
+               services.sandboxes.revoke_previews(r.params.at("id"));
+               co_await send_empty(r, 204);
+             });
+}
+
+}  // namespace pitbox::api

@@ -1,0 +1,37 @@
+// Preview links to the ports of sandboxes (see preview.cc), and their routes.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "api/http.h"
+#include "api/router.h"
+#include "api/server.h"
+
+namespace pitbox::api {
+
+struct PreviewTarget {
+  std::string box;  // id or name, as asked
+  int port = 0;
+  std::string prefix;           // path previews: "/v1/sandboxes/ID/ports/PORT/proxy"
+  std::string upstream_target;  // what the app is asked for ("/index.html?x=1")
+};
+
+class PreviewProxy {
+ public:
+  explicit PreviewProxy(Services& services);
+  // A request for a preview: by its Host ({port}-{box}.{domain}) or its path.
+  std::optional<PreviewTarget> match(const Request& r) const;
+  asio::awaitable<void> serve(Request& r, PreviewTarget target);
+  // The two addresses of a port's preview, as seen by the client of `r`.
+  std::string host_url(const Request& r, const std::string& id, int port) const;
+  std::string path_url(const Request& r, const std::string& id, int port) const;
+
+ private:
+  Services& services_;
+};
+
+// GET .../ports, POST .../ports/{port}/preview-url, DELETE .../preview-urls.
+void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy);
+
+}  // namespace pitbox::api

@@ -1,0 +1,260 @@
+"""Preview links: a box's ports through the daemon, by host and by path; HTTP with streaming,
+Server-Sent Events and WebSocket; links, cookies, expiry and revocation; clear error pages."""
+
+import base64
+import hashlib
+import http.client
+import os
+import socket
+import subprocess
+import time
+import unittest
+
+from daemon import DaemonTestCase
+
+# Servers the box runs (the host image has python3).
+SSE_SERVER = r"""
+import http.server, os, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b"data: one\n\n"); self.wfile.flush()
+        while not os.path.exists("/tmp/go"):
+            time.sleep(0.02)
+        self.wfile.write(b"data: two\n\n"); self.wfile.flush()
+        self.close_connection = True
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", 8001), H).serve_forever()
+"""
+
+WS_SERVER = r"""
+import base64, hashlib, socket, threading
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def serve(c):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += c.recv(4096)
+    key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")
+           if l.lower().startswith(b"sec-websocket-key:")][0]
+    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    def read(n):
+        b = b""
+        while len(b) < n:
+            part = c.recv(n - len(b))
+            if not part:
+                raise EOFError
+            b += part
+        return b
+    try:
+        while True:
+            b0, b1 = read(2)
+            n = b1 & 127
+            mask = read(4)
+            data = bytes(x ^ mask[i % 4] for i, x in enumerate(read(n)))
+            if b0 & 15 == 8:
+                break
+            c.sendall(bytes([b0, len(data)]) + data)
+    except EOFError:
+        pass
+    c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8002)); s.listen(8)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+class PreviewTest(DaemonTestCase):
+    def box(self, **body):
+        sb = self.create(image="host", **body)
+        self.sh(sb["id"], "mkdir -p /srv && echo 'hello from the box' > /srv/index.html")
+        return sb
+
+    def serve(self, sb, script_or_cmd, port, python=False):
+        if python:
+            self.sh(sb["id"], "cat > /tmp/server%d.py" % port, stdin=script_or_cmd)
+            script_or_cmd = "python3 /tmp/server%d.py" % port
+        self.sh(sb["id"], "cd /srv && nohup %s >/dev/null 2>&1 &" % script_or_cmd)
+        for _ in range(200):
+            ports = [p["port"] for p in self.ok("GET", "/v1/sandboxes/%s/ports" % sb["id"])["items"]]
+            if port in ports:
+                return
+            time.sleep(0.05)
+        self.fail("nothing listens on %d" % port)
+
+    def get(self, path, host=None, headers=None, method="GET"):
+        """A request to the daemon without an API key; (status, headers, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
+        h = dict(headers or {})
+        if host:
+            h["Host"] = host
+        conn.request(method, path, headers=h)
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), body
+
+    def host(self, sb, port):
+        return "%d-%s.localhost:%d" % (port, sb["id"], self.daemon.port)
+
+    def link(self, sb, port, **body):
+        return self.ok("POST", "/v1/sandboxes/%s/ports/%d/preview-url" % (sb["id"], port), body,
+                       status=201)
+
+    def test_a_web_server_in_the_box_through_its_preview_url(self):
+        sb = self.box()
+        self.serve(sb, "python3 -m http.server 8000", 8000)
+        ports = self.ok("GET", "/v1/sandboxes/%s/ports" % sb["id"])["items"]
+        self.assertEqual([p["port"] for p in ports], [8000])
+        self.assertEqual(ports[0]["url"], "http://%s/" % self.host(sb, 8000))
+        link = self.link(sb, 8000)
+        # curl resolves *.localhost to loopback itself: the link as a user would open it.
+        out = subprocess.run(["curl", "-sS", "-L", "-c", "-", link["url"]], capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("hello from the box", out.stdout)
+        self.assertIn("pitbox_preview", out.stdout)  # the cookie jar curl printed
+        # By path, with the token in a header; a file of the app's by its own path.
+        status, _, body = self.get("/v1/sandboxes/%s/ports/8000/proxy/index.html" % sb["id"],
+                                   headers={"X-Pitbox-Preview-Token": link["token"]})
+        self.assertEqual((status, body), (200, b"hello from the box\n"))
+        # By name too.
+        named = self.box(name="web")
+        self.serve(named, "python3 -m http.server 8000", 8000)
+        status, _, body = self.get("/index.html", host="8000-web.localhost",
+                                   headers={"X-Pitbox-Preview-Token": self.link(named, 8000)["token"]})
+        self.assertEqual((status, body), (200, b"hello from the box\n"))
+
+    def test_links_cookies_expiry_and_revocation(self):
+        sb = self.box()
+        self.serve(sb, "python3 -m http.server 8000", 8000)
+        link = self.link(sb, 8000)
+        token = link["token"]
+        # Opening the link: a cookie and a redirect to the address without the token.
+        status, headers, _ = self.get("/index.html?a=1&pitbox_token=" + token,
+                                      host=self.host(sb, 8000))
+        self.assertEqual(status, 302)
+        self.assertEqual(headers["location"], "/index.html?a=1")
+        cookie = headers["set-cookie"].split(";")[0]
+        self.assertEqual(cookie, "pitbox_preview=" + token)
+        status, _, body = self.get("/index.html", host=self.host(sb, 8000),
+                                   headers={"Cookie": "theme=dark; " + cookie})
+        self.assertEqual((status, body), (200, b"hello from the box\n"))
+        # Without anything: 401; a link of another port or a forged one: 403.
+        status, _, body = self.get("/", host=self.host(sb, 8000))
+        self.assertEqual(status, 401)
+        self.assertIn(b"preview-url", body)
+        other = self.link(sb, 9000)["token"]
+        for bad in (other, token[:-1] + ("0" if token[-1] != "0" else "1"), "garbage"):
+            status, _, _ = self.get("/", host=self.host(sb, 8000),
+                                    headers={"X-Pitbox-Preview-Token": bad})
+            self.assertEqual(status, 403, bad)
+        # Expiry.
+        short = self.link(sb, 8000, expires_in=1)["token"]
+        time.sleep(1.2)
+        status, _, body = self.get("/", host=self.host(sb, 8000),
+                                   headers={"X-Pitbox-Preview-Token": short})
+        self.assertEqual(status, 403)
+        self.assertIn(b"expired", body)
+        r = self.api("POST", "/v1/sandboxes/%s/ports/8000/preview-url" % sb["id"],
+                     {"expires_in": 0})
+        self.assertEqual(r.status, 400)
+        self.assertIn("expires_in", r.json()["error"]["message"])
+        # Revocation: every earlier link fails; new ones work.
+        self.ok("DELETE", "/v1/sandboxes/%s/preview-urls" % sb["id"], status=204)
+        status, _, body = self.get("/", host=self.host(sb, 8000), headers={"Cookie": cookie})
+        self.assertEqual(status, 403)
+        self.assertIn(b"revoked", body)
+        fresh = self.link(sb, 8000)["token"]
+        status, _, _ = self.get("/", host=self.host(sb, 8000),
+                                headers={"X-Pitbox-Preview-Token": fresh})
+        self.assertEqual(status, 200)
+
+    def test_error_pages(self):
+        sb = self.box()
+        token = self.link(sb, 9999)["token"]
+        status, headers, body = self.get("/", host=self.host(sb, 9999),
+                                         headers={"X-Pitbox-Preview-Token": token})
+        self.assertEqual(status, 502)
+        self.assertTrue(headers["content-type"].startswith("text/html"))
+        self.assertIn(b"Nothing listens on port 9999", body)
+        status, _, body = self.get("/", host="8000-sb-nosuchbox.localhost",
+                                   headers={"X-Pitbox-Preview-Token": token})
+        self.assertEqual(status, 404)
+        self.ok("POST", "/v1/sandboxes/%s/stop" % sb["id"])
+        status, _, body = self.get("/", host=self.host(sb, 9999),
+                                   headers={"X-Pitbox-Preview-Token": token})
+        self.assertEqual(status, 409)
+        self.assertIn(b"stopped", body)
+
+    def test_server_sent_events_stream(self):
+        sb = self.box(network="none")  # previews reach boxes without a network too
+        self.serve(sb, SSE_SERVER, 8001, python=True)
+        token = self.link(sb, 8001)["token"]
+        conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
+        conn.request("GET", "/events", headers={"Host": self.host(sb, 8001),
+                                                "X-Pitbox-Preview-Token": token})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
+        # The first event arrives while the app still holds the second back.
+        self.assertEqual(r.readline(), b"data: one\n")
+        self.assertEqual(r.readline(), b"\n")
+        self.sh(sb["id"], "touch /tmp/go")
+        self.assertEqual(r.readline(), b"data: two\n")
+        conn.close()
+
+    def test_websocket_echo(self):
+        sb = self.box()
+        self.serve(sb, WS_SERVER, 8002, python=True)
+        token = self.link(sb, 8002)["token"]
+        s = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
+        s.settimeout(10)
+        key = base64.b64encode(os.urandom(16))
+        s.sendall(b"GET /v1/sandboxes/%s/ports/8002/proxy/ws HTTP/1.1\r\nHost: x\r\n"
+                  b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  b"Sec-WebSocket-Key: %s\r\nX-Pitbox-Preview-Token: %s\r\n\r\n"
+                  % (sb["id"].encode(), key, token.encode()))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                  .digest())
+        self.assertIn(b"Sec-WebSocket-Accept: " + accept, head)
+        for text in (b"hello", b"again, both ways"):
+            mask = os.urandom(4)
+            s.sendall(bytes([0x81, 0x80 | len(text)]) + mask +
+                      bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
+            frame = b""
+            while len(frame) < 2 + len(text):
+                frame += s.recv(4096)
+            self.assertEqual(frame, bytes([0x81, len(text)]) + text)
+        s.close()
+
+    def test_a_box_that_stops_mid_answer(self):
+        sb = self.box()
+        self.serve(sb, SSE_SERVER, 8001, python=True)
+        token = self.link(sb, 8001)["token"]
+        conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
+        conn.request("GET", "/", headers={"Host": self.host(sb, 8001),
+                                          "X-Pitbox-Preview-Token": token})
+        r = conn.getresponse()
+        self.assertEqual(r.readline(), b"data: one\n")
+        self.ok("POST", "/v1/sandboxes/%s/stop" % sb["id"])
+        # The answer ends (the connection closes) instead of hanging.
+        try:
+            rest = r.read()
+        except http.client.IncompleteRead as e:
+            rest = e.partial
+        self.assertNotIn(b"two", rest)
+        conn.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
