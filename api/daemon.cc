@@ -59,6 +59,7 @@ int run_daemon(const DaemonOptions& options) {
     if (options.network_default != "off") {
       default_network = net::Policy::from_json(options.network_default, "--network");
       box_options.network = net::NetworkOptions{.range = options.network_range};
+      box_options.dns_upstream = options.dns_upstream;
     }
     node::LocalNode node(io.get_executor(), box_options);
     // However the daemon ends, its boxes keep running for the next one.

@@ -18,7 +18,9 @@ struct DaemonOptions {
   // "none", or "off" (no network for any box: each has only its own loopback).
   std::string network_range = "10.88.0.0/16";
   std::string network_default = "egress";
-  std::string preview_domain = "localhost";  // previews by host: {port}-{box}.{domain}
+  std::string preview_domain = "localhost";
+  std::string dns_upstream;  // the boxes' resolver asks these ("" = /etc/resolv.conf; "off")  //
+                             // previews by host: {port}-{box}.{domain}
 };
 
 // Serves until SIGTERM or SIGINT, then leaves the boxes running for the next start. Returns

@@ -198,7 +198,14 @@ std::string PreviewProxy::host_url(const Request& r, const std::string& id, int 
   auto host_field = r.head[http::field::host];
   std::string host(host_field.data(), host_field.size());
   std::string listen_port;
-  if (size_t colon = host.rfind(':'); colon != std::string::npos) listen_port = host.substr(colon);
+  if (size_t colon = host.rfind(':'); colon != std::string::npos) {
+    listen_port = host.substr(colon);
+  } else {
+    // A client that named no port: the one it reached.
+    boost::system::error_code ec;
+    auto local = r.stream.socket().local_endpoint(ec);
+    if (!ec && local.port() != 80) listen_port = ":" + std::to_string(local.port());
+  }
   return "http://" + std::to_string(port) + "-" + id + "." + services_.preview_domain +
          listen_port + "/";
 }

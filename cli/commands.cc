@@ -146,6 +146,11 @@ class Commands final : public ClientCommands {
         ->envname("PITBOX_NETWORK_RANGE")
         ->capture_default_str();
     serve_
+        ->add_option("--dns-upstream", dns_upstream_,
+                     "DNS servers the boxes' resolver asks, IP[:PORT],... (default: those of "
+                     "/etc/resolv.conf; off: boxes resolve no names)")
+        ->envname("PITBOX_DNS_UPSTREAM");
+    serve_
         ->add_option("--preview-domain", preview_domain_,
                      "Domain of preview links by host: http://PORT-BOX.DOMAIN:PORT/ (point its "
                      "wildcard at this server; localhost needs nothing)")
@@ -171,6 +176,7 @@ class Commands final : public ClientCommands {
     create_->add_option("--auto-archive", auto_archive_,
                         "Archive this many minutes after stopping");
     create_->add_flag("--ephemeral", ephemeral_, "Delete the sandbox when it stops");
+    add_network_options(create_);
     create_->add_flag("--json", json_, "Print the sandbox as JSON");
 
     ls_ = client_options(app.add_subcommand("ls", "List sandboxes"));
@@ -215,6 +221,26 @@ class Commands final : public ClientCommands {
     label_->add_option("box", box_, "Sandbox id or name")->required();
     label_->add_option("changes", changes_, "KEY=VALUE or KEY-")->required();
 
+    network_ = client_options(app.add_subcommand(
+        "network", "Show a sandbox's network, or give it another policy (in force at once)"));
+    network_->add_option("box", box_, "Sandbox id or name")->required();
+    add_network_options(network_);
+    network_->add_flag("--json", json_, "Print JSON");
+
+    ports_ = client_options(
+        app.add_subcommand("ports", "List the ports something listens on in a sandbox"));
+    ports_->add_option("box", box_, "Sandbox id or name")->required();
+    ports_->add_flag("--json", json_, "Print JSON");
+
+    preview_ = client_options(
+        app.add_subcommand("preview", "Make a preview link to a port of a sandbox; prints it"));
+    preview_->add_option("box", box_, "Sandbox id or name")->required();
+    preview_->add_option("port", port_, "The port")->required();
+    preview_->add_option("--expires", expires_, "Seconds the link works (default: a day)");
+    preview_->add_flag("--path", path_url_, "The link by path rather than by host");
+    preview_->add_flag("--revoke", revoke_, "Instead: revoke every preview link of the sandbox");
+    preview_->add_flag("--json", json_, "Print JSON");
+
     logs_ = client_options(app.add_subcommand("logs", "Show the output of a background session"));
     logs_->add_option("box", box_, "Sandbox id or name")->required();
     logs_->add_option("session", session_, "Session id (from exec -d)")->required();
@@ -233,7 +259,7 @@ class Commands final : public ClientCommands {
 
   bool chosen() const override {
     for (CLI::App* sub : {serve_, create_, ls_, inspect_, exec_, shell_, cp_, rm_, stop_, start_,
-                          label_, logs_, keys_}) {
+                          label_, logs_, keys_, network_, ports_, preview_}) {
       if (*sub) return true;
     }
     return false;
@@ -255,6 +281,7 @@ class Commands final : public ClientCommands {
         o.network_default = network_default_;
         o.network_range = network_range_;
         o.preview_domain = preview_domain_;
+        o.dns_upstream = dns_upstream_;
         return api::run_daemon(o);
       }
       Client c(client_config(global_, url_, key_));
@@ -272,6 +299,9 @@ class Commands final : public ClientCommands {
       if (*stop_) return each(c, http::verb::post, "/stop", "stopped");
       if (*start_) return each(c, http::verb::post, "/start", "started");
       if (*label_) return label(c);
+      if (*network_) return network(c);
+      if (*ports_) return ports(c);
+      if (*preview_) return preview(c);
       if (*logs_) return logs(c);
       if (*keys_create_) {
         json body = {{"name", key_name_}};
@@ -364,6 +394,7 @@ class Commands final : public ClientCommands {
     if (auto_delete_) body["auto_delete_minutes"] = *auto_delete_;
     if (auto_archive_) body["auto_archive_minutes"] = *auto_archive_;
     if (ephemeral_) body["ephemeral"] = true;
+    if (auto network = network_body()) body["network"] = *network;
     json sb = c.call(http::verb::post, "/v1/sandboxes", body);
     if (json_) return print(sb, true);
     std::cout << sb["id"].get<std::string>() << "\n";
@@ -428,6 +459,78 @@ class Commands final : public ClientCommands {
     json body = {{"labels", labels}};
     json changed = c.call(http::verb::put, sandbox_path(box_) + "/labels", body);
     std::cout << labels_text(changed["labels"]) << "\n";
+    return 0;
+  }
+
+  void add_network_options(CLI::App* cmd) {
+    cmd->add_option("--network", network_policy_, "Network policy: egress or none")
+        ->check(CLI::IsMember({"egress", "none"}));
+    cmd->add_option("--allow", allow_, "Reach only these CIDRs (and allowed domains; repeatable)");
+    cmd->add_option("--deny", deny_, "Never reach these CIDRs (repeatable)");
+    cmd->add_option("--allow-domain", allow_domains_,
+                    "Reach only names like these, e.g. pypi.org or *.example.com (repeatable)");
+  }
+
+  // The "network" of a request, when an option names one.
+  std::optional<json> network_body() const {
+    if (network_policy_.empty() && allow_.empty() && deny_.empty() && allow_domains_.empty()) {
+      return std::nullopt;
+    }
+    json n = json::object();
+    if (!network_policy_.empty()) n["policy"] = network_policy_;
+    if (!allow_.empty()) n["allow_cidrs"] = allow_;
+    if (!deny_.empty()) n["deny_cidrs"] = deny_;
+    if (!allow_domains_.empty()) n["allow_domains"] = allow_domains_;
+    return n;
+  }
+
+  int network(Client& c) {
+    json sb;
+    if (auto body = network_body()) {
+      sb = c.call(http::verb::put, sandbox_path(box_) + "/network", *body);
+    } else {
+      sb = c.call(http::verb::get, sandbox_path(box_));
+    }
+    const json& n = sb["network"];
+    if (json_) return print(n, true);
+    auto list = [](const json& items) {
+      std::string s;
+      for (const auto& i : items) s += (s.empty() ? "" : ",") + i.get<std::string>();
+      return s.empty() ? "-" : s;
+    };
+    std::cout << "policy         " << n.value("policy", "") << "\n"
+              << "address        "
+              << (n["address"].is_string() ? n["address"].get<std::string>() : "-")
+              << "\nallow_cidrs    " << list(n["allow_cidrs"]) << "\ndeny_cidrs     "
+              << list(n["deny_cidrs"]) << "\nallow_domains  " << list(n["allow_domains"]) << "\n";
+    return 0;
+  }
+
+  int ports(Client& c) {
+    json page = c.call(http::verb::get, sandbox_path(box_) + "/ports");
+    if (json_) return print(page["items"], true);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& p : page["items"]) {
+      rows.push_back({std::to_string(p["port"].get<int>()), p["url"].get<std::string>()});
+    }
+    print_table({"PORT", "PREVIEW (with an API key, or: pitbox preview BOX PORT)"}, rows);
+    return 0;
+  }
+
+  int preview(Client& c) {
+    if (revoke_) {
+      c.call(http::verb::delete_, sandbox_path(box_) + "/preview-urls");
+      std::cout << "revoked\n";
+      return 0;
+    }
+    json body = json::object();
+    if (expires_) body["expires_in"] = *expires_;
+    json link =
+        c.call(http::verb::post,
+               sandbox_path(box_) + "/ports/" + std::to_string(port_) + "/preview-url", body);
+    if (json_) return print(link, true);
+    std::cout << link[path_url_ ? "path_url" : "url"].get<std::string>() << "\n";
+    std::cerr << "(works until " << link["expires_at"].get<std::string>() << ")\n";
     return 0;
   }
 
@@ -662,16 +765,22 @@ class Commands final : public ClientCommands {
 
   GlobalOptions& global_;
   CLI::App *serve_, *create_, *ls_, *inspect_, *exec_, *shell_, *cp_, *rm_, *stop_, *start_,
-      *label_, *logs_, *keys_, *keys_create_, *keys_ls_, *keys_rm_;
+      *network_, *ports_, *preview_, *label_, *logs_, *keys_, *keys_create_, *keys_ls_, *keys_rm_;
   std::string url_, key_;
   std::string listen_ = "127.0.0.1:7070";
   bool quiet_ = false, json_ = false;
   size_t pool_size_ = 4;
   std::string default_image_;
   std::string storage_ = "overlay";
+  std::string network_policy_;
+  std::vector<std::string> allow_, deny_, allow_domains_;
+  int port_ = 0;
+  std::optional<int64_t> expires_;
+  bool path_url_ = false, revoke_ = false;
   std::string network_default_ = "egress";
   std::string network_range_ = "10.88.0.0/16";
   std::string preview_domain_ = "localhost";
+  std::string dns_upstream_;
   bool build_base_ = false;
   std::string create_body_name_, image_, cpus_, memory_, pids_, workdir_, user_, state_;
   std::vector<std::string> labels_, env_;

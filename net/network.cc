@@ -78,43 +78,41 @@ Network::~Network() {
 }
 
 std::string Network::base_table() const {
-  std::string t = "inet " + table();
-  std::string ours = "\"pb" + options_.tag + "-*\"";
   // Packets from a box's link go to its own chain (box_SLOT); a link with no chain (a namespace
   // made ahead, a box being set up) passes nothing. Nothing outside opens a connection into a
-  // box: the daemon reaches boxes from the host itself (output, not forward).
-  return "table " + t + "\ndelete table " + t + "\ntable " + t +
-         " {\n"
-         "  map from_box { type ifname : verdict; }\n"
-         "  chain forward {\n"
-         "    type filter hook forward priority filter; policy accept;\n"
-         "    iifname vmap @from_box\n"
-         "    iifname " +
-         ours +
-         " drop\n"
-         "    oifname " +
-         ours +
-         " ct state established,related accept\n"
-         "    oifname " +
-         ours +
-         " drop\n"
-         "  }\n"
-         "  chain input {\n"
-         "    type filter hook input priority filter; policy accept;\n"
-         "    iifname " +
-         ours +
-         " ct state established,related accept\n"
-         "    iifname " +
-         ours + " " + kReject +
-         "\n"
-         "  }\n"
-         "  chain postrouting {\n"
-         "    type nat hook postrouting priority srcnat; policy accept;\n"
-         "    ip saddr " +
-         range_.str() + " oifname != " + ours +
-         " masquerade\n"
-         "  }\n"
-         "}\n";
+  // box: the daemon reaches boxes from the host itself (output, not forward). Of the host itself
+  // a box reaches only the node's DNS resolver.
+  std::string t = R"(table inet TABLE
+delete table inet TABLE
+table inet TABLE {
+  map from_box { type ifname : verdict; }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname vmap @from_box
+    iifname OURS drop
+    oifname OURS ct state established,related accept
+    oifname OURS drop
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname OURS ct state established,related accept
+    iifname OURS ip daddr GATEWAY udp dport 53 accept
+    iifname OURS REJECT
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr RANGE oifname != OURS masquerade
+  }
+}
+)";
+  for (auto [word, value] : {std::pair<std::string, std::string>{"TABLE", table()},
+                             {"OURS", "\"pb" + options_.tag + "-*\""},
+                             {"GATEWAY", sys::ipv4_str(gateway())},
+                             {"RANGE", range_.str()},
+                             {"REJECT", kReject}}) {
+    for (size_t at; (at = t.find(word)) != std::string::npos;) t.replace(at, word.size(), value);
+  }
+  return t;
 }
 
 uint32_t Network::address_of(uint32_t slot) const {
@@ -152,7 +150,10 @@ void Network::check(const Policy& policy) const {
 std::string Network::box_rules(uint32_t slot, const Policy& policy) const {
   std::string chain = "inet " + table() + " box_" + std::to_string(slot);
   std::string add = "add rule " + chain + " ";
-  std::string s = "add chain " + chain + "\nflush chain " + chain + "\n";
+  std::string set = "inet " + table() + " dns_" + std::to_string(slot);
+  // Addresses the node's resolver admitted for allowed names, each for its TTL.
+  std::string s = "add set " + set + " { type ipv4_addr; flags timeout; }\nflush set " + set +
+                  "\nadd chain " + chain + "\nflush chain " + chain + "\n";
   s += add + "meta nfproto ipv6 drop\n";
   s += add + "ip saddr != " + sys::ipv4_str(address_of(slot)) + " drop\n";
   s += add + "ct state established,related accept\n";
@@ -172,6 +173,9 @@ std::string Network::box_rules(uint32_t slot, const Policy& policy) const {
     if (!policy.allow_cidrs.empty()) {
       s += add + "ip daddr " + set_of(merged(policy.allow_cidrs)) + " accept\n";
     }
+    if (!policy.allow_domains.empty()) {
+      s += add + "ip daddr @dns_" + std::to_string(slot) + " accept\n";
+    }
     s += add + kReject + "\n";
   } else {
     s += add + (policy.mode == Policy::Mode::egress ? "accept" : kReject) + "\n";
@@ -186,22 +190,46 @@ void Network::apply(uint32_t slot, const Policy& policy) {
             std::to_string(slot) + " }\n";
   std::lock_guard lock(mu_);
   nft_.run(script);
-  applied_.insert(slot);
+  applied_[slot] = policy;
 }
 
 void Network::release(uint32_t slot) {
   std::string t = "inet " + table();
-  std::string chain = "box_" + std::to_string(slot);
-  std::string element = "{ \"" + link_name(slot) + "\" : jump " + chain + " }";
-  // Added first so that the deletes find them whatever was there.
-  std::string script = "add chain " + t + " " + chain + "\nadd element " + t + " from_box " +
-                       element + "\ndelete element " + t + " from_box { \"" + link_name(slot) +
-                       "\" }\nflush chain " + t + " " + chain + "\ndelete chain " + t + " " +
-                       chain + "\n";
+  std::string n = std::to_string(slot);
+  std::string link = "\"" + link_name(slot) + "\"";
+  // Each made first, so that the deletes find them whatever was there.
+  std::string script = "add chain " + t + " box_" + n + "\n" +  //
+                       "add element " + t + " from_box { " + link + " : jump box_" + n +
+                       " }\n" +                                                                  //
+                       "delete element " + t + " from_box { " + link + " }\n" +                  //
+                       "delete chain " + t + " box_" + n + "\n" +                                //
+                       "add set " + t + " dns_" + n + " { type ipv4_addr; flags timeout; }\n" +  //
+                       "delete set " + t + " dns_" + n + "\n";
   std::lock_guard lock(mu_);
   nft_.run(script);
   applied_.erase(slot);
   host_.delete_link(link_name(slot));
+}
+
+std::optional<std::pair<uint32_t, Policy>> Network::box_at(uint32_t address) {
+  if (address < range_.first() + 2) return std::nullopt;
+  uint32_t slot = address - range_.first() - 2;
+  std::lock_guard lock(mu_);
+  auto it = applied_.find(slot);
+  if (it == applied_.end()) return std::nullopt;
+  return std::pair{slot, it->second};
+}
+
+void Network::admit(uint32_t slot, const std::vector<std::pair<uint32_t, uint32_t>>& addresses) {
+  std::string elements;
+  for (const auto& [address, ttl] : addresses) {
+    elements += (elements.empty() ? "" : ", ") + sys::ipv4_str(address) + " timeout " +
+                std::to_string(std::clamp<uint32_t>(ttl, 5, 86400)) + "s";
+  }
+  std::lock_guard lock(mu_);
+  if (!applied_.count(slot) || elements.empty()) return;
+  nft_.run("add element inet " + table() + " dns_" + std::to_string(slot) + " { " + elements +
+           " }\n");
 }
 
 Attachment Network::prepare(uint32_t slot) {

@@ -15,10 +15,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "net/nft.h"
 #include "net/policy.h"
@@ -71,6 +74,11 @@ class Network {
   void apply(uint32_t slot, const Policy& policy);
   // Removes the rules and host link of the box in `slot` (gone, or never started). Idempotent.
   void release(uint32_t slot);
+  // The box whose address is `address`, and its policy (the DNS resolver asks).
+  std::optional<std::pair<uint32_t, Policy>> box_at(uint32_t address);
+  // Lets the box in `slot` reach these addresses for their TTLs (seconds): what the resolver
+  // answered it for an allowed name.
+  void admit(uint32_t slot, const std::vector<std::pair<uint32_t, uint32_t>>& addresses);
   // The nftables script of a box's rules (for tests and the docs).
   std::string box_rules(uint32_t slot, const Policy& policy) const;
 
@@ -80,8 +88,8 @@ class Network {
   sys::Ipv4Net range_;
   Nft nft_;
   std::mutex mu_;
-  sys::Netlink host_;  // under mu_
-  std::set<uint32_t> applied_;
+  sys::Netlink host_;                   // under mu_
+  std::map<uint32_t, Policy> applied_;  // boxes with rules, by slot
 };
 
 }  // namespace pitbox::net

@@ -9,38 +9,11 @@
 #include <cerrno>
 
 #include "sys/error.h"
+#include "sys/fs.h"
 
 extern char** environ;
 
 namespace pitbox::net {
-
-namespace {
-
-bool write_full(int fd, const void* buf, size_t len) {
-  const auto* p = static_cast<const char*>(buf);
-  while (len > 0) {
-    ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-bool read_full(int fd, void* buf, size_t len) {
-  auto* p = static_cast<char*>(buf);
-  while (len > 0) {
-    ssize_t n = ::recv(fd, p, len, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-}  // namespace
 
 Nft::Nft(std::string helper) : helper_(std::move(helper)) {}
 
@@ -75,14 +48,16 @@ void Nft::stop() {
 }
 
 bool Nft::exchange(const std::string& script, uint8_t& status, std::string& said) {
+  // The helper may have died: a broken pipe is an answer here, not a signal.
   auto len = static_cast<uint32_t>(script.size());
-  if (!write_full(socket_.get(), &len, sizeof len) ||
-      !write_full(socket_.get(), script.data(), script.size()) ||
-      !read_full(socket_.get(), &status, 1) || !read_full(socket_.get(), &len, sizeof len)) {
+  if (!sys::write_all(socket_.get(), std::string_view(reinterpret_cast<char*>(&len), sizeof len),
+                      true) ||
+      !sys::write_all(socket_.get(), script, true) || !sys::read_exact(socket_.get(), &status, 1) ||
+      !sys::read_exact(socket_.get(), &len, sizeof len)) {
     return false;
   }
   said.assign(len, '\0');
-  return read_full(socket_.get(), said.data(), len);
+  return sys::read_exact(socket_.get(), said.data(), len);
 }
 
 std::string Nft::run(const std::string& script) {

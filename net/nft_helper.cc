@@ -15,33 +15,9 @@
 #include <cstring>
 #include <string>
 
-namespace {
+#include "sys/fs.h"
 
-bool read_full(int fd, void* buf, size_t len) {
-  auto* p = static_cast<char*>(buf);
-  while (len > 0) {
-    ssize_t n = ::read(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-bool write_full(int fd, const void* buf, size_t len) {
-  const auto* p = static_cast<const char*>(buf);
-  while (len > 0) {
-    ssize_t n = ::write(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-}  // namespace
+using namespace pitbox;
 
 int main() {
   constexpr int kSocket = 3;
@@ -51,9 +27,9 @@ int main() {
   if (!ctx) return 1;
   for (;;) {
     uint32_t len;
-    if (!read_full(kSocket, &len, sizeof len)) break;
+    if (!sys::read_exact(kSocket, &len, sizeof len)) break;
     std::string script(len, '\0');
-    if (!read_full(kSocket, script.data(), len)) break;
+    if (!sys::read_exact(kSocket, script.data(), len)) break;
     nft_ctx_buffer_output(ctx);
     nft_ctx_buffer_error(ctx);
     int rc = nft_run_cmd_from_buffer(ctx, script.c_str());
@@ -62,8 +38,10 @@ int main() {
     nft_ctx_unbuffer_error(ctx);
     uint8_t status = rc == 0 ? 0 : 1;
     auto said_len = static_cast<uint32_t>(said.size());
-    if (!write_full(kSocket, &status, 1) || !write_full(kSocket, &said_len, sizeof said_len) ||
-        !write_full(kSocket, said.data(), said.size())) {
+    std::string answer(1, static_cast<char>(status));
+    answer.append(reinterpret_cast<const char*>(&said_len), sizeof said_len);
+    answer += said;
+    if (!sys::write_all(kSocket, answer)) {
       break;
     }
   }

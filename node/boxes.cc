@@ -252,6 +252,9 @@ void LocalBox::start() {
     runtime::BoxSpec spec = boxes_.spec_for(*this);
     if (net) {
       networked_ = true;
+      if (boxes_.resolver_) {
+        spec.resolv_conf = "nameserver " + sys::ipv4_str(boxes_.network_->gateway()) + "\n";
+      }
       boxes_.network_->apply(lease_.slot(), *request_.network);
       spec.netns_fd = net->attachment.netns.get();
     }
@@ -377,11 +380,40 @@ Boxes::Boxes(Options options)
     if (options_.network->tag.empty())
       options_.network->tag = state_hash(options_.state_dir).substr(0, 4);
     network_ = std::make_unique<net::Network>(*options_.network);
+    start_resolver();
     if (options_.network_pool > 0) pool_thread_ = std::thread([this] { fill_pool(); });
   }
 }
 
+void Boxes::start_resolver() {
+  if (options_.dns_upstream == "off") return;
+  std::vector<net::Upstream> upstreams;
+  if (options_.dns_upstream.empty()) {
+    upstreams = net::resolv_conf_servers(
+        sys::exists("/etc/resolv.conf") ? sys::read_file("/etc/resolv.conf") : std::string());
+  } else {
+    std::string list = options_.dns_upstream;
+    for (size_t start = 0; start <= list.size();) {
+      size_t comma = list.find(',', start);
+      std::string item = list.substr(start, comma == std::string::npos ? comma : comma - start);
+      if (!item.empty()) upstreams.push_back(net::parse_upstream(item, "--dns-upstream"));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  try {
+    resolver_ = std::make_unique<net::Resolver>(*network_, upstreams);
+  } catch (const Error& e) {
+    // Another daemon on this machine with the same range holds the gateway's port 53.
+    sys::log(sys::LogLevel::warn,
+             "no DNS resolver for boxes: their names will not resolve (give this daemon a "
+             "--network-range of its own)",
+             {{"error", e.message()}});
+  }
+}
+
 Boxes::~Boxes() {
+  resolver_.reset();
   {
     std::lock_guard lock(pool_mu_);
     pool_stopping_ = true;

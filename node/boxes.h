@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "net/network.h"
+#include "net/resolver.h"
 #include "node/ids.h"
 #include "runtime/runtime.h"
 #include "storage/images.h"
@@ -131,6 +132,9 @@ class Boxes {
     std::optional<net::NetworkOptions> network;
     // How many namespaces with links are kept ready ahead of creates.
     size_t network_pool = 4;
+    // Where the node's DNS resolver for boxes asks: "IP[:PORT],..."; "" = the host's
+    // /etc/resolv.conf; "off" = no resolver (boxes resolve no names).
+    std::string dns_upstream;
   };
   explicit Boxes(Options options);
   ~Boxes();
@@ -163,6 +167,7 @@ class Boxes {
     net::Attachment attachment;
   };
   PreparedNet take_net();
+  void start_resolver();
   PreparedNet prepare_net();
   void fill_pool();
 
@@ -176,6 +181,7 @@ class Boxes {
   IdAllocator id_allocator_;
   std::unique_ptr<runtime::Runtime> runtime_;
   std::unique_ptr<net::Network> network_;
+  std::unique_ptr<net::Resolver> resolver_;
   std::mutex pool_mu_;
   std::condition_variable pool_cv_;
   std::deque<PreparedNet> pool_;

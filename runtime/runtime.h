@@ -59,8 +59,10 @@ struct BoxSpec {
   // A cgroup for usage figures (cpu, memory, pids) and freezing even without limits. Without it
   // and without limits a box has no cgroup of its own.
   bool accounting = false;
-  // The box's /etc/hosts, written into its writable layer at every start.
+  // The box's /etc/hosts and /etc/resolv.conf ("": left as they are), written into its writable
+  // layer at every start.
   std::string etc_hosts;
+  std::string resolv_conf;
   // The box is killed when the thread that started it dies (one-shot boxes).
   bool die_with_parent = false;
   // A network namespace made ahead for the box (net::Network), owned by the host: the box's

@@ -20,7 +20,9 @@ void write_file(const std::string& path, std::string_view data, mode_t mode = 06
 // Writes to a temporary file beside `path` and renames it over `path`.
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644);
 // Writes all of `data`, retrying on EINTR and short writes. Returns false with errno set on error.
-bool write_all(int fd, std::string_view data);
+bool write_all(int fd, std::string_view data, bool no_sigpipe = false);
+// Reads exactly `len` bytes; false at an error or the end of the input before that.
+bool read_exact(int fd, void* buf, size_t len);
 
 struct DirEntry {
   std::string name;

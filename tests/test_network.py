@@ -54,6 +54,9 @@ class World:
                 self.servers.append(subprocess.Popen(
                     inside + ["python3", "-c", SERVER, addr],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.servers.append(subprocess.Popen(
+                inside + ["python3", "-c", DNS_SERVER, WORLD],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             for addr in (WORLD, OTHER, METADATA):
                 self.wait_for(addr)
         except BaseException:
@@ -96,8 +99,44 @@ http.server.HTTPServer((sys.argv[1], 8080), H).serve_forever()
 """
 
 
+# The test's DNS server: example.test and www.example.test are OTHER, other.test is WORLD.
+DNS_SERVER = r"""
+import socket, sys
+NAMES = {"example.test": "198.18.0.3", "www.example.test": "198.18.0.3",
+         "other.test": "198.18.0.2"}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+while True:
+    q, peer = s.recvfrom(4096)
+    at, labels = 12, []
+    while q[at]:
+        labels.append(q[at + 1:at + 1 + q[at]].decode().lower())
+        at += 1 + q[at]
+    question = q[12:at + 5]
+    qtype = q[at + 1:at + 3]
+    addr = NAMES.get(".".join(labels))
+    if addr is None:
+        s.sendto(q[:2] + b"\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + question, peer)
+    elif qtype != b"\x00\x01":
+        s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00" + question, peer)
+    else:
+        answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(addr)
+        s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + answer, peer)
+"""
+
+# In a box of the host image: what http://URL/ answered, or the error.
+PY_FETCH = r"""
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")
+except Exception as e:
+    print("failed:", e)
+"""
+
+
 class NetworkTest(DaemonTestCase):
     world = None
+    serve_args = ("--dns-upstream", WORLD)
 
     @classmethod
     def setUpClass(cls):
@@ -191,7 +230,13 @@ class NetworkTest(DaemonTestCase):
         b_addr = b["network"]["address"]
         with socket.create_connection((b_addr, 8000), 3) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            self.assertIn(b"from-b", s.recv(4096))
+            answer = b""
+            while True:
+                part = s.recv(4096)
+                if not part:
+                    break
+                answer += part
+            self.assertIn(b"from-b", answer)
         self.assertIsNone(self.fetch(a["id"], b_addr, 8000))
         # Nor can a box pretend to be another: its root cannot change its address.
         r = self.sh(a["id"], "ip addr add %s/32 dev eth0" % b_addr)
@@ -238,6 +283,36 @@ class NetworkTest(DaemonTestCase):
         self.assertEqual(r.status, 400, r)
         self.assertEqual(self.ok("GET", "/v1/sandboxes/" + sb["id"])["network"]["policy"],
                          "egress")
+
+    def py_fetch(self, box, url):
+        return self.sh(box, "python3 -c '%s' %s" % (PY_FETCH.replace("'", "'\\''"), url))["stdout"]
+
+    def test_allow_domains_through_the_node_resolver(self):
+        sb = self.create(image="host", network={"allow_domains": ["example.test"]})
+        box = sb["id"]
+        # Its resolver is the node's.
+        self.assertEqual(self.sh(box, "cat /etc/resolv.conf")["stdout"], "nameserver 10.88.0.1\n")
+        # The address is closed until the name is looked up ...
+        self.assertTrue(self.py_fetch(box, "http://%s:8080/" % OTHER).startswith("failed"))
+        # ... and open for its TTL once it is.
+        self.assertEqual(self.py_fetch(box, "http://example.test:8080/"),
+                         "hello from %s\n" % OTHER)
+        self.assertEqual(self.py_fetch(box, "http://%s:8080/" % OTHER), "hello from %s\n" % OTHER)
+        # Other names do not resolve; other addresses stay closed.
+        r = self.sh(box, "getent hosts other.test || echo unresolved")
+        self.assertEqual(r["stdout"], "unresolved\n")
+        self.assertTrue(self.py_fetch(box, "http://%s:8080/" % WORLD).startswith("failed"))
+        self.assertTrue(self.py_fetch(box, "http://www.example.test:8080/").startswith("failed"))
+        # A wildcard admits the names below.
+        wild = self.create(image="host", network={"allow_domains": ["*.example.test"]})["id"]
+        self.assertEqual(self.py_fetch(wild, "http://www.example.test:8080/"),
+                         "hello from %s\n" % OTHER)
+        # An egress box resolves anything; a box with policy none nothing.
+        egress = self.create(image="host")["id"]
+        self.assertEqual(self.sh(egress, "getent hosts other.test")["stdout"].split()[0], WORLD)
+        none = self.create(image="host", network="none")["id"]
+        self.assertEqual(self.sh(none, "getent hosts example.test || echo unresolved")["stdout"],
+                         "unresolved\n")
 
     def test_nothing_is_left_when_boxes_go(self):
         boxes = [self.box()["id"] for _ in range(3)]

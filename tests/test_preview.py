@@ -130,6 +130,37 @@ class PreviewTest(DaemonTestCase):
                                    headers={"X-Pitbox-Preview-Token": self.link(named, 8000)["token"]})
         self.assertEqual((status, body), (200, b"hello from the box\n"))
 
+    def test_the_cli(self):
+        self.env.env["PITBOX_API_URL"] = self.daemon.url
+        r = self.pitbox("create", "--image", "host", "--network", "none", "--name", "clibox")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        box = r.stdout.decode().strip()
+        r = self.pitbox("network", "clibox", "--deny", "198.51.100.0/24")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("policy         egress", r.stdout.decode())  # a change names it all
+        self.assertIn("deny_cidrs     198.51.100.0/24", r.stdout.decode())
+        r = self.pitbox("network", "clibox", "--allow", "10.0.0.300")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("network.allow_cidrs[0]", r.stderr.decode())
+        self.sh(box, "mkdir -p /srv && echo cli > /srv/index.html")
+        self.serve({"id": box}, "python3 -m http.server 8000", 8000)
+        r = self.pitbox("ports", "clibox")
+        self.assertIn("8000", r.stdout.decode())
+        r = self.pitbox("preview", "clibox", "8000", "--expires", "60")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        url = r.stdout.decode().strip()
+        self.assertTrue(url.startswith("http://8000-%s.localhost:%d/?pitbox_token=" %
+                                       (box, self.daemon.port)), url)
+        # Like a browser: the cookie the link sets carries the redirect.
+        out = subprocess.run(["curl", "-sSL", "-b", "", url], capture_output=True, text=True,
+                             timeout=30)
+        self.assertEqual(out.stdout, "cli\n", out.stderr)
+        self.assertEqual(self.pitbox("preview", "clibox", "8000", "--revoke").returncode, 0)
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-L", "-b", "",
+                              url],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.stdout, "403")
+
     def test_links_cookies_expiry_and_revocation(self):
         sb = self.box()
         self.serve(sb, "python3 -m http.server 8000", 8000)

@@ -289,7 +289,9 @@ std::unique_ptr<Box> ContainerRuntime::start(const BoxSpec& spec) {
     raise_open_files_limit(pid);
     sys::UniqueFd userns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
     if (!userns) throw_errno("opening the box's user namespace");
-    sys::UniqueFd root = make_root_mount(spec.rootfs, spec.ids, userns.get(), spec.etc_hosts);
+    sys::UniqueFd root =
+        make_root_mount(spec.rootfs, spec.ids, userns.get(),
+                        {{"hosts", spec.etc_hosts}, {"resolv.conf", spec.resolv_conf}});
     send_go(sync_parent.get(), root.get());
     wait_for_exec(sync_parent.get(), child);
   } catch (...) {

@@ -187,22 +187,22 @@ MountPlan MountPlan::for_box(const BoxSpec& spec) {
 
 namespace {
 
-// /etc/hosts, straight into the writable layer: no file, mount or copy-up per box.
-void write_etc_hosts(int upper, const std::string& content) {
+// A file of /etc, straight into the writable layer: no file, mount or copy-up per box.
+void write_etc_file(int upper, const std::string& name, const std::string& content) {
   if (content.empty()) return;
   if (::mkdirat(upper, "etc", 0755) != 0 && errno != EEXIST) throw_errno("mkdir /etc");
   sys::UniqueFd etc(::openat(upper, "etc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!etc) throw_errno("open /etc of the writable layer");
-  ::unlinkat(etc.get(), "hosts", 0);  // last start's, or a whiteout if the box deleted it
-  sys::UniqueFd f(
-      ::openat(etc.get(), "hosts", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-  if (!f || !sys::write_all(f.get(), content)) throw_errno("writing /etc/hosts");
+  ::unlinkat(etc.get(), name.c_str(), 0);  // last start's, or a whiteout if the box deleted it
+  sys::UniqueFd f(::openat(etc.get(), name.c_str(),
+                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!f || !sys::write_all(f.get(), content)) throw_errno("writing /etc/" + name);
 }
 
 }  // namespace
 
 sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, int userns_fd,
-                              const std::string& etc_hosts) {
+                              const EtcFiles& etc_files) {
   if (rootfs.layers.empty()) throw invalid_argument("a box needs at least one image layer");
   auto idmapped = [&](const std::string& dir, uint64_t attrs) {
     sys::UniqueFd fd = sys::clone_mount(dir);
@@ -255,7 +255,7 @@ sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, in
   // Through an id-mapped upper layer only the box's ids can be written: overlayfs must create
   // its work files as the box's root (who also owns an in-memory one), and so do we.
   sys::ScopedFsCreds as_box_root(ids.host_base, ids.host_base);
-  write_etc_hosts(upper.get(), etc_hosts);
+  for (const auto& [name, content] : etc_files) write_etc_file(upper.get(), name, content);
   return sys::make_overlay(overlay);
 }
 

@@ -66,11 +66,14 @@ class MountPlan {
   std::vector<MountOp> ops_;
 };
 
+// Files of /etc written into the writable layer at each start: {"hosts", content}, ...
+using EtcFiles = std::vector<std::pair<std::string, std::string>>;
+
 // Parent: the box's root as a detached overlay mount. Layers are id-mapped read-only, the
 // writable layer id-mapped read-write, all through the box's user namespace, and the overlay
-// is created with the box's root as its mounter. `etc_hosts` goes into the writable layer.
+// is created with the box's root as its mounter. `etc_files` go into the writable layer.
 sys::UniqueFd make_root_mount(const RootfsSpec& rootfs, const IdMapping& ids, int userns_fd,
-                              const std::string& etc_hosts);
+                              const EtcFiles& etc_files);
 
 // Child, still with the host ids: makes mounts private and attaches the root at plan.root
 // (a path only the host's root may walk). Returns an fd of the attached root, or -1.
