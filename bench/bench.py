@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 import api_bench
+import net_bench
 import image_bench
 import state_bench
 
@@ -107,6 +108,7 @@ def main():
     report = "\n".join(lines) + "\n\n" + api_bench.run(args.pitbox)
     report += "\n" + image_bench.run(args.pitbox, base=not args.no_base)
     report += "\n" + state_bench.run(args.pitbox)
+    report += "\n" + net_bench.run(args.pitbox)
     with open(args.report, "w") as f:
         f.write(report)
     sys.stdout.write(report)

@@ -469,11 +469,14 @@ class Commands final : public ClientCommands {
     cmd->add_option("--deny", deny_, "Never reach these CIDRs (repeatable)");
     cmd->add_option("--allow-domain", allow_domains_,
                     "Reach only names like these, e.g. pypi.org or *.example.com (repeatable)");
+    cmd->add_option("--join", join_,
+                    "Join this box-to-box network: members reach each other by name (repeatable)");
   }
 
   // The "network" of a request, when an option names one.
   std::optional<json> network_body() const {
-    if (network_policy_.empty() && allow_.empty() && deny_.empty() && allow_domains_.empty()) {
+    if (network_policy_.empty() && allow_.empty() && deny_.empty() && allow_domains_.empty() &&
+        join_.empty()) {
       return std::nullopt;
     }
     json n = json::object();
@@ -481,6 +484,7 @@ class Commands final : public ClientCommands {
     if (!allow_.empty()) n["allow_cidrs"] = allow_;
     if (!deny_.empty()) n["deny_cidrs"] = deny_;
     if (!allow_domains_.empty()) n["allow_domains"] = allow_domains_;
+    if (!join_.empty()) n["networks"] = join_;
     return n;
   }
 
@@ -502,7 +506,8 @@ class Commands final : public ClientCommands {
               << "address        "
               << (n["address"].is_string() ? n["address"].get<std::string>() : "-")
               << "\nallow_cidrs    " << list(n["allow_cidrs"]) << "\ndeny_cidrs     "
-              << list(n["deny_cidrs"]) << "\nallow_domains  " << list(n["allow_domains"]) << "\n";
+              << list(n["deny_cidrs"]) << "\nallow_domains  " << list(n["allow_domains"])
+              << "\nnetworks       " << list(n["networks"]) << "\n";
     return 0;
   }
 
@@ -773,7 +778,7 @@ class Commands final : public ClientCommands {
   std::string default_image_;
   std::string storage_ = "overlay";
   std::string network_policy_;
-  std::vector<std::string> allow_, deny_, allow_domains_;
+  std::vector<std::string> allow_, deny_, allow_domains_, join_;
   int port_ = 0;
   std::optional<int64_t> expires_;
   bool path_url_ = false, revoke_ = false;

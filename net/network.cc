@@ -168,6 +168,7 @@ std::string Network::box_rules(uint32_t slot, const Policy& policy) const {
       opened.push_back(n);
   }
   if (!opened.empty()) s += add + "ip daddr " + set_of(merged(opened)) + " accept\n";
+  for (const auto& n : policy.networks) s += add + "ip daddr @net_" + n + " accept\n";
   s += add + "ip daddr " + set_of(merged(guarded)) + " " + kReject + "\n";
   if (policy.has_allow_list()) {
     if (!policy.allow_cidrs.empty()) {
@@ -183,14 +184,56 @@ std::string Network::box_rules(uint32_t slot, const Policy& policy) const {
   return s;
 }
 
-void Network::apply(uint32_t slot, const Policy& policy) {
+std::string Network::membership(uint32_t slot, const std::vector<std::string>& before,
+                                const std::vector<std::string>& after) const {
+  std::string s, address = sys::ipv4_str(address_of(slot));
+  auto others = [&](const std::string& net) {
+    size_t n = 0;
+    for (const auto& [other, rules] : applied_) {
+      const auto& nets = rules.policy.networks;
+      if (other != slot && std::find(nets.begin(), nets.end(), net) != nets.end()) ++n;
+    }
+    return n;
+  };
+  for (const auto& net : after) {
+    s += "add set inet " + table() + " net_" + net + " { type ipv4_addr; }\n";
+    s += "add element inet " + table() + " net_" + net + " { " + address + " }\n";
+  }
+  for (const auto& net : before) {
+    if (std::find(after.begin(), after.end(), net) != after.end()) continue;
+    s += "delete element inet " + table() + " net_" + net + " { " + address + " }\n";
+    if (others(net) == 0) s += "delete set inet " + table() + " net_" + net + "\n";
+  }
+  return s;
+}
+
+void Network::apply(uint32_t slot, const Policy& policy, const std::string& name) {
   check(policy);
-  std::string script = box_rules(slot, policy);
+  std::lock_guard lock(mu_);
+  auto it = applied_.find(slot);
+  std::vector<std::string> before =
+      it == applied_.end() ? std::vector<std::string>{} : it->second.policy.networks;
+  // The member sets first (the box's chain refers to them); sets it leaves go after the chain.
+  std::string script = membership(slot, {}, policy.networks) + box_rules(slot, policy);
   script += "add element inet " + table() + " from_box { \"" + link_name(slot) + "\" : jump box_" +
             std::to_string(slot) + " }\n";
-  std::lock_guard lock(mu_);
+  script += membership(slot, before, policy.networks);
   nft_.run(script);
-  applied_[slot] = policy;
+  applied_[slot] = {policy, name};
+}
+
+std::optional<uint32_t> Network::peer(uint32_t slot, const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto asker = applied_.find(slot);
+  if (asker == applied_.end()) return std::nullopt;
+  const auto& mine = asker->second.policy.networks;
+  for (const auto& [other, rules] : applied_) {
+    if (other == slot || rules.name != name) continue;
+    for (const auto& net : rules.policy.networks) {
+      if (std::find(mine.begin(), mine.end(), net) != mine.end()) return address_of(other);
+    }
+  }
+  return std::nullopt;
 }
 
 void Network::release(uint32_t slot) {
@@ -206,6 +249,9 @@ void Network::release(uint32_t slot) {
                        "add set " + t + " dns_" + n + " { type ipv4_addr; flags timeout; }\n" +  //
                        "delete set " + t + " dns_" + n + "\n";
   std::lock_guard lock(mu_);
+  if (auto it = applied_.find(slot); it != applied_.end()) {
+    script += membership(slot, it->second.policy.networks, {});
+  }
   nft_.run(script);
   applied_.erase(slot);
   host_.delete_link(link_name(slot));
@@ -217,7 +263,7 @@ std::optional<std::pair<uint32_t, Policy>> Network::box_at(uint32_t address) {
   std::lock_guard lock(mu_);
   auto it = applied_.find(slot);
   if (it == applied_.end()) return std::nullopt;
-  return std::pair{slot, it->second};
+  return std::pair{slot, it->second.policy};
 }
 
 void Network::admit(uint32_t slot, const std::vector<std::pair<uint32_t, uint32_t>>& addresses) {

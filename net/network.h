@@ -71,11 +71,15 @@ class Network {
   Attachment prepare(uint32_t slot);
   // Puts the rules of the box in `slot` in place, replacing its earlier ones: before the box
   // starts, and whenever its policy changes (running connections it had stay).
-  void apply(uint32_t slot, const Policy& policy);
+  // `name` is what other members of its box-to-box networks call it (its hostname).
+  void apply(uint32_t slot, const Policy& policy, const std::string& name = "");
   // Removes the rules and host link of the box in `slot` (gone, or never started). Idempotent.
   void release(uint32_t slot);
   // The box whose address is `address`, and its policy (the DNS resolver asks).
   std::optional<std::pair<uint32_t, Policy>> box_at(uint32_t address);
+  // The address of the box called `name` that shares a box-to-box network with the box in
+  // `slot`, if there is one.
+  std::optional<uint32_t> peer(uint32_t slot, const std::string& name);
   // Lets the box in `slot` reach these addresses for their TTLs (seconds): what the resolver
   // answered it for an allowed name.
   void admit(uint32_t slot, const std::vector<std::pair<uint32_t, uint32_t>>& addresses);
@@ -88,8 +92,16 @@ class Network {
   sys::Ipv4Net range_;
   Nft nft_;
   std::mutex mu_;
-  sys::Netlink host_;                   // under mu_
-  std::map<uint32_t, Policy> applied_;  // boxes with rules, by slot
+  sys::Netlink host_;  // under mu_
+  struct Rules {
+    Policy policy;
+    std::string name;
+  };
+  std::map<uint32_t, Rules> applied_;  // boxes with rules, by slot
+  // Nftables commands that keep the member sets (net_NAME) of box-to-box networks as `slot`
+  // leaves `before` and joins `after`; the sets live while they have members.
+  std::string membership(uint32_t slot, const std::vector<std::string>& before,
+                         const std::vector<std::string>& after) const;
 };
 
 }  // namespace pitbox::net

@@ -104,6 +104,30 @@ TEST_F(NetworkTest, BoxRulesFollowThePolicy) {
   EXPECT_NE(deny.find("ip daddr { 10.0.0.0/8 } reject"), std::string::npos) << deny;
 }
 
+TEST_F(NetworkTest, BoxToBoxNetworks) {
+  Network net(options());
+  Policy team = Policy::from_json({{"policy", "none"}, {"networks", {"team"}}});
+  net.apply(11, team, "web");
+  net.apply(12, team, "db");
+  net.apply(13, Policy::from_json({{"networks", {"other"}}}), "stranger");
+  std::string rules = ruleset();
+  EXPECT_NE(rules.find("set net_team"), std::string::npos) << rules;
+  EXPECT_NE(rules.find("ip daddr @net_team accept"), std::string::npos) << rules;
+  EXPECT_EQ(net.peer(11, "db"), net.address_of(12));
+  EXPECT_EQ(net.peer(12, "web"), net.address_of(11));
+  EXPECT_EQ(net.peer(11, "stranger"), std::nullopt);  // no network in common
+  EXPECT_EQ(net.peer(13, "web"), std::nullopt);
+  // Leaving: by a new policy, or by going; the set goes with its last member.
+  net.apply(12, Policy::from_json("egress"), "db");
+  EXPECT_EQ(net.peer(11, "db"), std::nullopt);
+  net.release(11);
+  net.release(12);
+  net.release(13);
+  rules = ruleset();
+  EXPECT_EQ(rules.find("net_team"), std::string::npos) << rules;
+  EXPECT_EQ(rules.find("net_other"), std::string::npos) << rules;
+}
+
 TEST_F(NetworkTest, RefusesWhatWouldExposeTheHost) {
   Network net(options());
   for (const char* bad : {"127.0.0.1", "10.231.0.1", "10.231.0.0/16", "10.231.4.0/24"}) {

@@ -86,6 +86,19 @@ bool domain_matches(const std::string& pattern, const std::string& name) {
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+void validate_network_name(const std::string& name, const std::string& field) {
+  bool ok = !name.empty() && name.size() <= 63 && std::isalnum(static_cast<unsigned char>(name[0]));
+  for (char ch : name) {
+    ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-');
+  }
+  if (!ok) {
+    throw invalid_argument(field + ": \"" + name +
+                               "\" is not a network name (1 to 63 of a-z, 0-9 and '-', starting "
+                               "with a letter or digit)",
+                           {{"field", field}, {"value", name}});
+  }
+}
+
 const std::vector<sys::Ipv4Net>& protected_ranges() {
   static const std::vector<sys::Ipv4Net> ranges{
       {0xa9fe0000, 16},  // 169.254.0.0/16: link-local, cloud metadata
@@ -122,11 +135,18 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& field) {
         p.allow_domains.push_back(
             parse_domain_pattern(texts[i], at + "[" + std::to_string(i) + "]"));
       }
+    } else if (key == "networks") {
+      p.networks = string_list(value, at);
+      for (size_t i = 0; i < p.networks.size(); ++i) {
+        validate_network_name(p.networks[i], at + "[" + std::to_string(i) + "]");
+      }
+      std::sort(p.networks.begin(), p.networks.end());
+      p.networks.erase(std::unique(p.networks.begin(), p.networks.end()), p.networks.end());
     } else if (key == "address" || key == "gateway") {
       // What GET shows about the box's network is accepted back unchanged and ignored.
     } else {
       throw invalid_argument(at + ": unknown field (policy, allow_cidrs, deny_cidrs, "
-                                  "allow_domains)",
+                                  "allow_domains, networks)",
                              {{"field", at}});
     }
   }
@@ -140,7 +160,8 @@ nlohmann::json Policy::to_json() const {
   return {{"policy", mode_name(mode)},
           {"allow_cidrs", allow},
           {"deny_cidrs", deny},
-          {"allow_domains", allow_domains}};
+          {"allow_domains", allow_domains},
+          {"networks", networks}};
 }
 
 }  // namespace pitbox::net

@@ -52,6 +52,8 @@ TEST(PolicyTest, NamesTheFieldAtFault) {
   EXPECT_NE(error_of(json{{"alow_cidrs", json::array()}}).find("network.alow_cidrs: unknown field"),
             std::string::npos);
   EXPECT_NE(error_of(json{{"policy", 1}}).find("network.policy"), std::string::npos);
+  EXPECT_NE(error_of(json{{"networks", {"ok", "Not_OK"}}}).find("network.networks[1]"),
+            std::string::npos);
   EXPECT_NE(error_of(42).find("network: must be"), std::string::npos);
 }
 

@@ -74,6 +74,15 @@ std::string error_reply(const std::string& query, int rcode) {
   return r;
 }
 
+std::string address_reply(const std::string& query, uint32_t address) {
+  std::string r = error_reply(query, 0);
+  if (address == 0) return r;  // the name exists, with no record of the type asked
+  r[7] = 1;
+  r += std::string("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04", 12);
+  for (int shift : {24, 16, 8, 0}) r += static_cast<char>((address >> shift) & 0xff);
+  return r;
+}
+
 std::vector<std::pair<uint32_t, uint32_t>> a_records(const std::string& msg) {
   std::vector<std::pair<uint32_t, uint32_t>> out;
   if (msg.size() < 12) return out;
@@ -211,6 +220,8 @@ void Resolver::answer(const std::string& query, uint32_t from_address, uint16_t 
     reply = dns::error_reply(query, 1);  // FORMERR
   } else if (!box) {
     reply = dns::error_reply(query, 5);
+  } else if (auto peer = network_.peer(box->first, name)) {
+    reply = dns::address_reply(query, type == 1 ? *peer : 0);
   } else if (!box->second.allow_domains.empty()) {
     const auto& allowed = box->second.allow_domains;
     bool ok = std::any_of(allowed.begin(), allowed.end(),

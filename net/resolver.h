@@ -3,6 +3,7 @@
 //   allow_domains given: only names that match one (else NXDOMAIN), and the addresses of each
 //     answer are admitted through the box's firewall for the answer's TTL (Network::admit);
 //   otherwise: everything for egress, nothing (REFUSED) for none.
+// The names of boxes sharing a box-to-box network with the asker come first, answered here.
 // Questions go on to the upstream servers (by default those of the host's /etc/resolv.conf).
 // UDP only: a box asking over TCP gets its connection refused (and a truncated answer, rare,
 // stays truncated).
@@ -56,6 +57,8 @@ namespace dns {
 bool question(const std::string& msg, std::string& name, uint16_t& type);
 // An answer to `query` with no records and `rcode` (3 NXDOMAIN, 5 REFUSED, 2 SERVFAIL).
 std::string error_reply(const std::string& query, int rcode);
+// An answer to `query` with one A record (`address`, TTL 5 s); none when `address` is 0.
+std::string address_reply(const std::string& query, uint32_t address);
 // The A records of an answer: (address, ttl seconds).
 std::vector<std::pair<uint32_t, uint32_t>> a_records(const std::string& msg);
 }  // namespace dns

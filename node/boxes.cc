@@ -116,7 +116,11 @@ void LocalBox::reconfigure(const std::string& hostname, const sys::CgroupLimits&
     request_.limits = limits;
     return;
   }
-  if (hostname != request_.hostname) box_->set_hostname(hostname);
+  if (hostname != request_.hostname) {
+    box_->set_hostname(hostname);
+    // Members of its box-to-box networks know it by its new name.
+    if (networked_) boxes_.network_->apply(lease_.slot(), *request_.network, hostname);
+  }
   request_.hostname = hostname;
   if (limits.millicpus != request_.limits.millicpus ||
       limits.memory_bytes != request_.limits.memory_bytes || limits.pids != request_.limits.pids) {
@@ -255,7 +259,7 @@ void LocalBox::start() {
       if (boxes_.resolver_) {
         spec.resolv_conf = "nameserver " + sys::ipv4_str(boxes_.network_->gateway()) + "\n";
       }
-      boxes_.network_->apply(lease_.slot(), *request_.network);
+      boxes_.network_->apply(lease_.slot(), *request_.network, request_.hostname);
       spec.netns_fd = net->attachment.netns.get();
     }
     box_ = boxes_.runtime_->start(spec);
@@ -283,7 +287,7 @@ void LocalBox::set_network(const std::optional<net::Policy>& policy) {
                                                      : " runs without a network; it can get one") +
                                          " only at its next start");
   }
-  if (networked_) boxes_.network_->apply(lease_.slot(), *policy);
+  if (networked_) boxes_.network_->apply(lease_.slot(), *policy, request_.hostname);
   request_.network = policy;
 }
 
@@ -570,7 +574,7 @@ std::unique_ptr<LocalBox> Boxes::reattach(const BoxRequest& request, const BoxLo
   if (!where.address.empty() && network_ && request.network) {
     // Its rules again (the table was started afresh).
     box->networked_ = true;
-    network_->apply(where.id_slot, *request.network);
+    network_->apply(where.id_slot, *request.network, box->request_.hostname);
   }
   return box;
 }

@@ -314,6 +314,33 @@ class NetworkTest(DaemonTestCase):
         self.assertEqual(self.sh(none, "getent hosts example.test || echo unresolved")["stdout"],
                          "unresolved\n")
 
+    def test_box_to_box_network(self):
+        team = {"policy": "none", "networks": ["team"]}
+        a = self.create(image="host", name="team-a", network=team)
+        b = self.create(image="host", name="team-b", network=team)
+        outsider = self.create(image="host", name="outsider")
+        self.sh(b["id"], "mkdir -p /srv && echo from-b > /srv/index.html && cd /srv && "
+                         "(nohup python3 -m http.server 8000 >/dev/null 2>&1 &)")
+        for _ in range(200):
+            if self.ok("GET", "/v1/sandboxes/%s/ports" % b["id"])["items"]:
+                break
+            time.sleep(0.05)
+        # Members reach each other by name, whatever else their policy ("none") says ...
+        self.assertEqual(self.py_fetch(a["id"], "http://team-b:8000/"), "from-b\n")
+        self.assertTrue(self.py_fetch(a["id"], "http://%s:8080/" % WORLD).startswith("failed"))
+        # ... and nobody else does, by name or by address.
+        b_addr = b["network"]["address"]
+        self.assertEqual(self.sh(outsider["id"], "getent hosts team-b || echo unresolved")["stdout"],
+                         "unresolved\n")
+        self.assertTrue(self.py_fetch(outsider["id"], "http://%s:8000/" % b_addr)
+                        .startswith("failed"))
+        # Leaving the network (a live change) closes it.
+        self.ok("PUT", "/v1/sandboxes/%s/network" % a["id"], "none")
+        self.assertTrue(self.py_fetch(a["id"], "http://%s:8000/" % b_addr).startswith("failed"))
+        r = self.api("POST", "/v1/sandboxes", {"network": {"networks": ["Bad Name"]}})
+        self.assertEqual(r.status, 400)
+        self.assertIn("network.networks[0]", r.json()["error"]["message"])
+
     def test_nothing_is_left_when_boxes_go(self):
         boxes = [self.box()["id"] for _ in range(3)]
         self.assertGreaterEqual(len(self.links()), 3)

@@ -85,7 +85,8 @@ class Pitbox:
                auto_delete_minutes: float | None = None, ephemeral: bool = False, *,
                disk: int | str | None = None, runtime: str | None = None,
                snapshot: Snapshot | str | None = None,
-               auto_archive_minutes: float | None = None) -> Sandbox:
+               auto_archive_minutes: float | None = None,
+               network: str | Mapping[str, Any] | None = None) -> Sandbox:
         """Creates a sandbox and returns it once it is ready to run commands.
 
         ``image`` is a name (``"host"``, ``"busybox"``, ``"myimage:1"``), an id, or an
@@ -95,7 +96,9 @@ class Pitbox:
         it that long after it stopped, and an ``ephemeral`` sandbox is deleted when it stops.
         ``snapshot`` (a :class:`Snapshot`, id or name) starts the sandbox with that
         snapshot's files on its image, instead of ``image``. ``auto_archive_minutes`` archives
-        it that long after it stopped.
+        it that long after it stopped. ``network`` is its policy: ``"egress"``, ``"none"``,
+        or a mapping with ``policy``, ``allow_cidrs``, ``deny_cidrs`` and ``allow_domains``
+        (default: the server's; see docs/networking.md).
         """
         body: dict[str, Any] = {}
         if snapshot is not None:
@@ -107,7 +110,8 @@ class Pitbox:
             "env": None if env is None else dict(env), "cpus": cpus, "memory": memory,
             "pids": pids, "disk": disk, "workdir": workdir, "user": user, "runtime": runtime,
             "auto_stop_minutes": auto_stop_minutes, "auto_delete_minutes": auto_delete_minutes,
-            "auto_archive_minutes": auto_archive_minutes}
+            "auto_archive_minutes": auto_archive_minutes,
+            "network": network if network is None or isinstance(network, str) else dict(network)}
         body.update({k: v for k, v in optional.items() if v is not None})
         if ephemeral:
             body["ephemeral"] = True

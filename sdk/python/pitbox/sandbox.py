@@ -213,6 +213,44 @@ class Sandbox:
         self._update(self._http.request("POST", self._path + "/resize", json=body).json())
         return self
 
+    @property
+    def network(self) -> dict[str, Any]:
+        """Its network policy and, while it runs, its ``address`` (as of the last answer)."""
+        return dict(self.raw.get("network") or {})
+
+    def set_network(self, policy: str = "egress", *, allow_cidrs: list[str] | None = None,
+                    deny_cidrs: list[str] | None = None,
+                    allow_domains: list[str] | None = None,
+                    networks: list[str] | None = None) -> Sandbox:
+        """A new network policy, in force at once while the sandbox runs (connections it
+        already has stay). The whole policy is given each time. Returns self."""
+        body: dict[str, Any] = {"policy": policy}
+        for key, value in (("allow_cidrs", allow_cidrs), ("deny_cidrs", deny_cidrs),
+                           ("allow_domains", allow_domains), ("networks", networks)):
+            if value is not None:
+                body[key] = list(value)
+        self._update(self._http.request("PUT", self._path + "/network", json=body).json())
+        return self
+
+    def ports(self) -> list[int]:
+        """The TCP ports something listens on in the running sandbox, ascending."""
+        answer = self._http.request("GET", self._path + "/ports").json()
+        return [p["port"] for p in answer["items"]]
+
+    def preview_url(self, port: int, *, expires_in: int | None = None,
+                    by_path: bool = False) -> str:
+        """A link that opens ``port`` of the sandbox in a browser without an API key, for
+        ``expires_in`` seconds (default a day): ``http://PORT-ID.localhost:7070/?pitbox_token=..``
+        (or the ``/v1/sandboxes/ID/ports/PORT/proxy/`` address with ``by_path``)."""
+        body = {"expires_in": expires_in} if expires_in is not None else {}
+        answer = self._http.request("POST", "%s/ports/%d/preview-url" % (self._path, port),
+                                    json=body).json()
+        return answer["path_url" if by_path else "url"]
+
+    def revoke_previews(self) -> None:
+        """Every preview link made so far stops working."""
+        self._http.request("DELETE", self._path + "/preview-urls")
+
     def snapshot(self, name: str | None = None) -> Snapshot:
         """Captures the sandbox's files now (a running sandbox is frozen for the capture
         only) and returns the snapshot; ``name`` is unique among snapshots (default

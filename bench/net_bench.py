@@ -1,0 +1,139 @@
+"""Benchmarks of boxes' networks and preview links: create-to-first-exec with a network against
+without one (serve --network off), and a small request and a large download through a preview
+link against the same straight to the box's address. Run by bench.py against daemons of its own;
+prints Markdown.
+"""
+
+import http.client
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import api_bench
+
+
+def create_and_exec(pitbox, network, rounds):
+    work = tempfile.mkdtemp(prefix="pitbox-net-bench-")
+    daemon = api_bench.Daemon(pitbox, os.path.join(work, "state"),
+                              ["--pool", "0", "--network", network])
+    times = []
+    try:
+        api = api_bench.Api(daemon.port, daemon.key)
+        time.sleep(1)  # the namespaces made ahead
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            box = api.call("POST", "/v1/sandboxes", {"image": "busybox"})["id"]
+            api.call("POST", "/v1/sandboxes/%s/exec" % box, {"cmd": ["true"]})
+            times.append(time.perf_counter() - t0)
+            api.call("DELETE", "/v1/sandboxes/" + box)
+            time.sleep(0.02)  # let the pool refill, as between creates of an agent
+    finally:
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return times
+
+
+def get(port, path, headers):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers=headers)
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 200, (r.status, body[:200])
+    return body
+
+
+def proxy(pitbox, rounds):
+    work = tempfile.mkdtemp(prefix="pitbox-net-bench-")
+    daemon = api_bench.Daemon(pitbox, os.path.join(work, "state"), ["--pool", "0"])
+    out = {}
+    try:
+        api = api_bench.Api(daemon.port, daemon.key)
+        sb = api.call("POST", "/v1/sandboxes", {"image": "busybox"})
+        box, address = sb["id"], sb["network"]["address"]
+        api.call("POST", "/v1/sandboxes/%s/exec" % box, {
+            "shell": "mkdir -p /tmp/www && echo small > /tmp/www/small && "
+                     "dd if=/dev/zero of=/tmp/www/big bs=1M count=1024 2>/dev/null && "
+                     "httpd -p 8000 -h /tmp/www"})
+        token = api.call("POST", "/v1/sandboxes/%s/ports/8000/preview-url" % box, {})["token"]
+        host = {"Host": "8000-%s.localhost:%d" % (box, daemon.port),
+                "X-Pitbox-Preview-Token": token}
+        # Straight to the box (the host may connect to it; boxes may not) and through the link.
+        import socket
+
+        def direct(path):
+            s = socket.create_connection((address, 8000), 30)
+            s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+            while s.recv(65536):
+                pass
+            s.close()
+
+        for _ in range(10):
+            direct("/small")
+            get(daemon.port, "/small", host)
+        d, p = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            direct("/small")
+            d.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            get(daemon.port, "/small", host)
+            p.append(time.perf_counter() - t0)
+        out["small"] = (d, p)
+
+        def curl(url, headers):
+            args = ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}"]
+            for k, v in headers.items():
+                args += ["-H", "%s: %s" % (k, v)]
+            return float(subprocess.run(args + [url], capture_output=True, text=True,
+                                        check=True).stdout)
+
+        out["big"] = (max(curl("http://%s:8000/big" % address, {}) for _ in range(3)),
+                      max(curl("http://127.0.0.1:%d/big" % daemon.port, host) for _ in range(3)))
+        api.call("DELETE", "/v1/sandboxes/" + box)
+    finally:
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def run(pitbox, rounds=100):
+    off = create_and_exec(pitbox, "off", rounds)
+    on = create_and_exec(pitbox, "egress", rounds)
+    p = proxy(pitbox, rounds * 3)
+    ms = lambda s: s * 1e3
+    pct = api_bench.pct
+    d, v = p["small"]
+    big_direct, big_proxy = p["big"]
+    lines = [
+        "## Networks and preview links",
+        "",
+        "Create-to-first-exec of a `busybox` box through the API, with no warm pool (`--pool 0`): "
+        "with a network (`--network egress`: a namespace made ahead, its rules applied before "
+        "start) against loopback only (`--network off`). Then a small file (6 bytes) and a 1 GiB "
+        "one served by busybox httpd in a box: straight to the box's address from the host, and "
+        "through its preview link (by host, a new connection per request both ways).",
+        "",
+        "| measure | p50 | p95 |",
+        "|---|---:|---:|",
+        "| create + exec, loopback only (%d) | %.2f ms | %.2f ms |" % (
+            len(off), ms(pct(off, .5)), ms(pct(off, .95))),
+        "| create + exec, with a network (%d) | %.2f ms | %.2f ms |" % (
+            len(on), ms(pct(on, .5)), ms(pct(on, .95))),
+        "| difference (target: at most 2 ms) | %.2f ms | |" % (ms(pct(on, .5) - pct(off, .5))),
+        "| small GET, straight (%d) | %.3f ms | %.3f ms |" % (len(d), ms(pct(d, .5)), ms(pct(d, .95))),
+        "| small GET, through the preview (%d) | %.3f ms | %.3f ms |" % (
+            len(v), ms(pct(v, .5)), ms(pct(v, .95))),
+        "| preview adds (target: at most 0.3 ms) | %.3f ms | |" % (ms(pct(v, .5) - pct(d, .5))),
+        "| 1 GiB download, straight | %.2f GB/s | |" % (big_direct / 1e9),
+        "| 1 GiB download, through the preview (target: at least 1 GB/s) | %.2f GB/s | |" % (
+            big_proxy / 1e9),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(run(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 100))
