@@ -114,23 +114,31 @@ asio::awaitable<void> relay(In& in, beast::flat_buffer& in_buffer,
                             http::parser<isRequest, http::buffer_body>& p, Out& out) {
   http::serializer<isRequest, http::buffer_body> sr{p.get()};
   boost::system::error_code ec;
-  std::vector<char> buf(256 << 10);
+  // Uninitialised, and only for a body still to come: most requests have none.
+  constexpr size_t kPiece = 256 << 10;
+  std::unique_ptr<char[]> buf;
   if (!p.is_done()) {
     p.get().body().data = nullptr;
     p.get().body().more = true;
     co_await http::async_write_header(out, sr, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) throw boost::system::system_error(ec);
   }
+  // Beast reads at most what the buffer has room for (512 bytes for a fresh one): room for a
+  // large piece at a time.
+  if (!p.is_done()) {
+    in_buffer.reserve(kPiece);
+    buf = std::make_unique_for_overwrite<char[]>(kPiece);
+  }
   do {
     if (!p.is_done()) {
-      p.get().body().data = buf.data();
-      p.get().body().size = buf.size();
+      p.get().body().data = buf.get();
+      p.get().body().size = kPiece;
       co_await http::async_read_some(in, in_buffer, p,
                                      asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
       if (ec) throw boost::system::system_error(ec);
-      p.get().body().size = buf.size() - p.get().body().size;
-      p.get().body().data = buf.data();
+      p.get().body().size = kPiece - p.get().body().size;
+      p.get().body().data = buf.get();
       p.get().body().more = !p.is_done();
     } else {
       p.get().body().data = nullptr;

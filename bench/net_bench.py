@@ -74,7 +74,8 @@ def proxy(pitbox, rounds):
         for _ in range(10):
             direct("/small")
             get(daemon.port, "/small", host)
-        d, p = [], []
+        d, p, k = [], [], []
+        kept = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
         for _ in range(rounds):
             t0 = time.perf_counter()
             direct("/small")
@@ -82,7 +83,12 @@ def proxy(pitbox, rounds):
             t0 = time.perf_counter()
             get(daemon.port, "/small", host)
             p.append(time.perf_counter() - t0)
-        out["small"] = (d, p)
+            t0 = time.perf_counter()
+            kept.request("GET", "/small", headers=host)
+            kept.getresponse().read()
+            k.append(time.perf_counter() - t0)
+        kept.close()
+        out["small"] = (d, p, k)
 
         def curl(url, headers):
             args = ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}"]
@@ -106,7 +112,7 @@ def run(pitbox, rounds=100):
     p = proxy(pitbox, rounds * 3)
     ms = lambda s: s * 1e3
     pct = api_bench.pct
-    d, v = p["small"]
+    d, v, k = p["small"]
     big_direct, big_proxy = p["big"]
     lines = [
         "## Networks and preview links",
@@ -115,7 +121,9 @@ def run(pitbox, rounds=100):
         "with a network (`--network egress`: a namespace made ahead, its rules applied before "
         "start) against loopback only (`--network off`). Then a small file (6 bytes) and a 1 GiB "
         "one served by busybox httpd in a box: straight to the box's address from the host, and "
-        "through its preview link (by host, a new connection per request both ways).",
+        "through its preview link (by host; the daemon opens a new connection to the app per request, "
+        "like the straight path; the client's connection to the daemon is new each time, or kept "
+        "as browsers keep it).",
         "",
         "| measure | p50 | p95 |",
         "|---|---:|---:|",
@@ -127,7 +135,12 @@ def run(pitbox, rounds=100):
         "| small GET, straight (%d) | %.3f ms | %.3f ms |" % (len(d), ms(pct(d, .5)), ms(pct(d, .95))),
         "| small GET, through the preview (%d) | %.3f ms | %.3f ms |" % (
             len(v), ms(pct(v, .5)), ms(pct(v, .95))),
-        "| preview adds (target: at most 0.3 ms) | %.3f ms | |" % (ms(pct(v, .5) - pct(d, .5))),
+        "| small GET, through the preview, the client's connection kept (%d) | %.3f ms | %.3f ms |" % (
+            len(k), ms(pct(k, .5)), ms(pct(k, .95))),
+        "| preview adds, new connections (target: at most 0.3 ms) | %.3f ms | |" % (
+            ms(pct(v, .5) - pct(d, .5))),
+        "| preview adds, kept connection as browsers do | %.3f ms | |" % (
+            ms(pct(k, .5) - pct(d, .5))),
         "| 1 GiB download, straight | %.2f GB/s | |" % (big_direct / 1e9),
         "| 1 GiB download, through the preview (target: at least 1 GB/s) | %.2f GB/s | |" % (
             big_proxy / 1e9),
