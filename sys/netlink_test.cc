@@ -23,8 +23,8 @@ TEST(Ipv4NetTest, ParsesAddressesAndPrefixes) {
 }
 
 TEST(Ipv4NetTest, NamesWhatIsWrong) {
-  for (const char* bad : {"", "10.0.0", "10.0.0.0/33", "10.0.0.0/", "x.y.z.w", "10.0.0.0/8x",
-                          "::1", "10.0.0.1/24"}) {
+  for (const char* bad :
+       {"", "10.0.0", "10.0.0.0/33", "10.0.0.0/", "x.y.z.w", "10.0.0.0/8x", "::1", "10.0.0.1/24"}) {
     try {
       Ipv4Net::parse(bad, "allow_cidrs[0]");
       ADD_FAILURE() << bad;

@@ -223,14 +223,18 @@ class PreviewTest(DaemonTestCase):
         self.assertEqual(status, 409)
         self.assertIn(b"stopped", body)
 
-    def test_server_sent_events_stream(self):
-        sb = self.box(network="none")  # previews reach boxes without a network too
+    def open_events(self, sb):
+        """The SSE server on port 8001 of the box, through a preview; (connection, response)."""
         self.serve(sb, SSE_SERVER, 8001, python=True)
         token = self.link(sb, 8001)["token"]
         conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
         conn.request("GET", "/events", headers={"Host": self.host(sb, 8001),
                                                 "X-Pitbox-Preview-Token": token})
-        r = conn.getresponse()
+        return conn, conn.getresponse()
+
+    def test_server_sent_events_stream(self):
+        sb = self.box(network="none")  # previews reach boxes without a network too
+        conn, r = self.open_events(sb)
         self.assertEqual(r.status, 200)
         self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
         # The first event arrives while the app still holds the second back.
@@ -270,12 +274,7 @@ class PreviewTest(DaemonTestCase):
 
     def test_a_box_that_stops_mid_answer(self):
         sb = self.box()
-        self.serve(sb, SSE_SERVER, 8001, python=True)
-        token = self.link(sb, 8001)["token"]
-        conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
-        conn.request("GET", "/", headers={"Host": self.host(sb, 8001),
-                                          "X-Pitbox-Preview-Token": token})
-        r = conn.getresponse()
+        conn, r = self.open_events(sb)
         self.assertEqual(r.readline(), b"data: one\n")
         self.ok("POST", "/v1/sandboxes/%s/stop" % sb["id"])
         # The answer ends (the connection closes) instead of hanging.
