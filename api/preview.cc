@@ -6,6 +6,7 @@
 #include "api/preview.h"
 
 #include <boost/asio/redirect_error.hpp>
+#include <boost/beast/websocket.hpp>
 #include <regex>
 
 #include "api/routes.h"
@@ -444,6 +445,73 @@ int port_param(const Request& r) {
   return port;
 }
 
+// GET .../ports/{port}/forward: a WebSocket whose binary messages are the bytes of one TCP
+// connection to the port, both ways (pitbox port-forward). Ends when either side closes.
+asio::awaitable<void> forward(Services& services, Request& r) {
+  if (!beast::websocket::is_upgrade(r.head)) {
+    throw invalid_argument(
+        "this route is a WebSocket: send \"Connection: Upgrade\" and \"Upgrade: websocket\"");
+  }
+  int port = port_param(r);
+  control::Sandbox sb = services.sandboxes.get(r.params.at("id"));
+  r.target = sb.id;
+  sys::UniqueFd fd = co_await services.sandboxes.preview_socket(sb.id);
+  tcp::socket app(r.stream.get_executor());
+  app.assign(tcp::v4(), fd.release());
+  boost::system::error_code ec;
+  co_await app.async_connect(
+      {asio::ip::make_address_v4("127.0.0.1"), static_cast<unsigned short>(port)},
+      asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    throw http_error(502, ErrorCode::unavailable,
+                     "sandbox " + sb.id + " has nothing listening on port " + std::to_string(port) +
+                         " (" + ec.message() + ")");
+  }
+  app.set_option(tcp::no_delay(true), ec);
+  beast::websocket::stream<beast::tcp_stream&> ws(r.stream);
+  ws.set_option(beast::websocket::stream_base::timeout::suggested(beast::role_type::server));
+  r.headers_sent = true;
+  r.close = true;
+  r.status = 101;
+  co_await ws.async_accept(r.head, asio::use_awaitable);
+  ws.binary(true);
+  // The app's bytes to the client beside; the client's to the app here.
+  auto done = std::make_shared<asio::steady_timer>(r.stream.get_executor(),
+                                                   std::chrono::steady_clock::time_point::max());
+  auto to_client = [&]() -> asio::awaitable<void> {
+    std::vector<char> buf(64 << 10);
+    for (;;) {
+      boost::system::error_code rec;
+      size_t n = co_await app.async_read_some(asio::buffer(buf),
+                                              asio::redirect_error(asio::use_awaitable, rec));
+      if (rec || n == 0) break;
+      co_await ws.async_write(asio::buffer(buf.data(), n),
+                              asio::redirect_error(asio::use_awaitable, rec));
+      if (rec) break;
+    }
+    // The app closed: so does the WebSocket (the client's answer ends the read below).
+    boost::system::error_code cec;
+    co_await ws.async_close(beast::websocket::close_code::normal,
+                            asio::redirect_error(asio::use_awaitable, cec));
+  };
+  asio::co_spawn(r.stream.get_executor(), to_client(),
+                 [done](std::exception_ptr) { done->cancel(); });
+  beast::flat_buffer buf;
+  for (;;) {
+    boost::system::error_code rec;
+    co_await ws.async_read(buf, asio::redirect_error(asio::use_awaitable, rec));
+    if (rec) break;
+    co_await asio::async_write(app, buf.data(), asio::redirect_error(asio::use_awaitable, rec));
+    buf.consume(buf.size());
+    if (rec) break;
+    services.sandboxes.touch(sb.id);
+  }
+  boost::system::error_code ignored;
+  app.close(ignored);  // ends the other half
+  co_await done->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  beast::get_lowest_layer(ws).close();
+}
+
 }  // namespace
 
 void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy) {
@@ -486,6 +554,8 @@ void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy)
                        {"expires_at", sys::format_time(grant.expires_at)}};
         co_await send_json(r, 201, answer);
       });
+  router.add(V::get, "/v1/sandboxes/{id}/ports/{port}/forward", Access::user,
+             [&services](Request& r) { return forward(services, r); });
   router.add(V::delete_, "/v1/sandboxes/{id}/preview-urls", Access::user,
              [&services](Request& r) -> asio::awaitable<void> {
                services.sandboxes.revoke_previews(r.params.at("id"));

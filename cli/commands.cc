@@ -241,6 +241,14 @@ class Commands final : public ClientCommands {
     preview_->add_flag("--revoke", revoke_, "Instead: revoke every preview link of the sandbox");
     preview_->add_flag("--json", json_, "Print JSON");
 
+    port_forward_ = client_options(app.add_subcommand(
+        "port-forward", "Forward a local TCP port to a port of a sandbox (until Ctrl-C)"));
+    port_forward_->add_option("box", box_, "Sandbox id or name")->required();
+    port_forward_->add_option("ports", forward_spec_, "[LOCAL:]REMOTE (LOCAL 0: any free port)")
+        ->required();
+    port_forward_->add_option("--address", forward_address_, "Local address to listen on")
+        ->capture_default_str();
+
     logs_ = client_options(app.add_subcommand("logs", "Show the output of a background session"));
     logs_->add_option("box", box_, "Sandbox id or name")->required();
     logs_->add_option("session", session_, "Session id (from exec -d)")->required();
@@ -259,7 +267,7 @@ class Commands final : public ClientCommands {
 
   bool chosen() const override {
     for (CLI::App* sub : {serve_, create_, ls_, inspect_, exec_, shell_, cp_, rm_, stop_, start_,
-                          label_, logs_, keys_, network_, ports_, preview_}) {
+                          label_, logs_, keys_, network_, ports_, preview_, port_forward_}) {
       if (*sub) return true;
     }
     return false;
@@ -302,6 +310,7 @@ class Commands final : public ClientCommands {
       if (*network_) return network(c);
       if (*ports_) return ports(c);
       if (*preview_) return preview(c);
+      if (*port_forward_) return port_forward(c);
       if (*logs_) return logs(c);
       if (*keys_create_) {
         json body = {{"name", key_name_}};
@@ -539,6 +548,39 @@ class Commands final : public ClientCommands {
     return 0;
   }
 
+  int port_forward(Client& c) {
+    auto number = [&](const std::string& text, int min) {
+      int v = -1;
+      try {
+        size_t used = 0;
+        v = std::stoi(text, &used);
+        if (used != text.size()) v = -1;
+      } catch (const std::exception&) {
+      }
+      if (v < min || v > 65535) {
+        throw invalid_argument("port-forward: \"" + forward_spec_ +
+                               "\" must be [LOCAL:]REMOTE, ports from 1 to 65535 (LOCAL 0: any)");
+      }
+      return static_cast<uint16_t>(v);
+    };
+    size_t colon = forward_spec_.find(':');
+    uint16_t remote =
+        number(colon == std::string::npos ? forward_spec_ : forward_spec_.substr(colon + 1), 1);
+    uint16_t local =
+        colon == std::string::npos ? remote : number(forward_spec_.substr(0, colon), 0);
+    json sb = c.call(http::verb::get, sandbox_path(box_));  // a clear error for a wrong box now
+    std::string id = sb["id"].get<std::string>();
+    std::string target = sandbox_path(id) + "/ports/" + std::to_string(remote) + "/forward";
+    c.port_forward(
+        target, forward_address_, local,
+        [&](uint16_t port) {
+          std::fprintf(stderr, "forwarding %s:%u -> %s:%u (Ctrl-C ends it)\n",
+                       forward_address_.c_str(), port, id.c_str(), remote);
+        },
+        [](const std::string& why) { std::fprintf(stderr, "pitbox: %s\n", why.c_str()); });
+    return 0;
+  }
+
   int logs(Client& c) {
     std::string target = sandbox_path(box_) + "/sessions/" + query_escape(session_) + "/logs" +
                          (follow_ ? "?follow=true" : "");
@@ -770,7 +812,8 @@ class Commands final : public ClientCommands {
 
   GlobalOptions& global_;
   CLI::App *serve_, *create_, *ls_, *inspect_, *exec_, *shell_, *cp_, *rm_, *stop_, *start_,
-      *network_, *ports_, *preview_, *label_, *logs_, *keys_, *keys_create_, *keys_ls_, *keys_rm_;
+      *network_, *ports_, *preview_, *port_forward_, *label_, *logs_, *keys_, *keys_create_,
+      *keys_ls_, *keys_rm_;
   std::string url_, key_;
   std::string listen_ = "127.0.0.1:7070";
   bool quiet_ = false, json_ = false;
@@ -782,6 +825,7 @@ class Commands final : public ClientCommands {
   int port_ = 0;
   std::optional<int64_t> expires_;
   bool path_url_ = false, revoke_ = false;
+  std::string forward_spec_, forward_address_ = "127.0.0.1";
   std::string network_default_ = "egress";
   std::string network_range_ = "10.88.0.0/16";
   std::string preview_domain_ = "localhost";

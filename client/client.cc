@@ -311,4 +311,93 @@ json Client::terminal(const std::string& target, const TerminalIo& tio) {
   return exit;
 }
 
+void Client::port_forward(const std::string& target, const std::string& address, uint16_t port,
+                          const std::function<void(uint16_t)>& on_listening,
+                          const std::function<void(const std::string&)>& on_error) {
+  using tcp = asio::ip::tcp;
+  asio::io_context io;
+  boost::system::error_code ec;
+  auto local = asio::ip::make_address(address, ec);
+  if (ec) throw invalid_argument("\"" + address + "\" is not an IP address");
+  tcp::acceptor acceptor(io);
+  acceptor.open(local.is_v6() ? tcp::v6() : tcp::v4(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind({local, port}, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw Error(ErrorCode::unavailable,
+                "cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
+  }
+  on_listening(acceptor.local_endpoint().port());
+  tcp::resolver resolver(io);
+  auto daemon = resolver.resolve(host_, port_, ec);
+  if (ec) throw Error(ErrorCode::unavailable, "cannot resolve " + host_ + ": " + ec.message());
+
+  // One connection: a WebSocket of its own, bytes both ways until either side ends.
+  auto relay = [&](tcp::socket conn) -> asio::awaitable<void> {
+    auto ws = std::make_shared<websocket::stream<beast::tcp_stream>>(io);
+    boost::system::error_code rec;
+    co_await beast::get_lowest_layer(*ws).async_connect(
+        daemon, asio::redirect_error(asio::use_awaitable, rec));
+    websocket::response_type res;
+    if (!rec) {
+      ws->set_option(websocket::stream_base::decorator([this](websocket::request_type& req) {
+        if (!config_.key.empty()) req.set(http::field::authorization, "Bearer " + config_.key);
+      }));
+      co_await ws->async_handshake(res, host_, target,
+                                   asio::redirect_error(asio::use_awaitable, rec));
+    }
+    if (rec) {
+      std::string why = res.body().empty() ? rec.message() : res.body();
+      json body = json::parse(why, nullptr, false);
+      if (body.is_object() && body.contains("error")) why = body["error"].value("message", why);
+      on_error(why);
+      co_return;
+    }
+    ws->binary(true);
+    auto local_done = std::make_shared<bool>(false);
+    auto to_daemon = [ws, &conn, local_done]() -> asio::awaitable<void> {
+      std::vector<char> buf(64 << 10);
+      for (;;) {
+        boost::system::error_code e;
+        size_t n = co_await conn.async_read_some(asio::buffer(buf),
+                                                 asio::redirect_error(asio::use_awaitable, e));
+        if (e || n == 0) break;
+        co_await ws->async_write(asio::buffer(buf.data(), n),
+                                 asio::redirect_error(asio::use_awaitable, e));
+        if (e) break;
+      }
+      *local_done = true;
+      boost::system::error_code e;
+      co_await ws->async_close(websocket::close_code::normal,
+                               asio::redirect_error(asio::use_awaitable, e));
+    };
+    auto finished =
+        std::make_shared<asio::steady_timer>(io, std::chrono::steady_clock::time_point::max());
+    asio::co_spawn(io, to_daemon(), [finished](std::exception_ptr) { finished->cancel(); });
+    beast::flat_buffer buf;
+    for (;;) {
+      boost::system::error_code e;
+      co_await ws->async_read(buf, asio::redirect_error(asio::use_awaitable, e));
+      if (e) break;
+      co_await asio::async_write(conn, buf.data(), asio::redirect_error(asio::use_awaitable, e));
+      buf.consume(buf.size());
+      if (e) break;
+    }
+    boost::system::error_code ignored;
+    conn.shutdown(tcp::socket::shutdown_send, ignored);
+    conn.close(ignored);  // ends the other half
+    co_await finished->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  };
+  auto accept_loop = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      tcp::socket conn = co_await acceptor.async_accept(asio::use_awaitable);
+      conn.set_option(tcp::no_delay(true), ec);
+      asio::co_spawn(io, relay(std::move(conn)), asio::detached);
+    }
+  };
+  asio::co_spawn(io, accept_loop(), asio::detached);
+  io.run();
+}
+
 }  // namespace pitbox::client

@@ -78,6 +78,13 @@ class Client {
   };
   json terminal(const std::string& target, const TerminalIo& io);
 
+  // Listens on `address`:`port` (0: any free port; `on_listening` gets the one taken) and relays
+  // each connection to it through its own WebSocket at `target` (GET .../ports/{port}/forward).
+  // Runs until the process ends; `on_error` hears of connections the daemon refused.
+  void port_forward(const std::string& target, const std::string& address, uint16_t port,
+                    const std::function<void(uint16_t)>& on_listening,
+                    const std::function<void(const std::string&)>& on_error);
+
  private:
   void connect();
   void prepare(http::request<http::empty_body>& req);

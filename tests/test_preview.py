@@ -5,12 +5,14 @@ import base64
 import hashlib
 import http.client
 import os
+import re
 import socket
 import subprocess
 import time
 import unittest
 
 from daemon import DaemonTestCase
+from pitbox_test import PITBOX
 
 # Servers the box runs (the host image has python3).
 SSE_SERVER = r"""
@@ -64,6 +66,23 @@ def serve(c):
     c.close()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 8002)); s.listen(8)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+ECHO_SERVER = r"""
+import socket, threading
+def serve(c):
+    c.sendall(b"hello\n")
+    while True:
+        data = c.recv(65536)
+        if not data:
+            break
+        c.sendall(data)
+    c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000)); s.listen(8)
 while True:
     threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
 """
@@ -271,6 +290,47 @@ class PreviewTest(DaemonTestCase):
                 frame += s.recv(4096)
             self.assertEqual(frame, bytes([0x81, len(text)]) + text)
         s.close()
+
+    def test_port_forward_carries_a_tcp_stream_both_ways(self):
+        sb = self.box(network="none")
+        # An echo server that also speaks first, on the box's loopback only.
+        self.serve(sb, ECHO_SERVER, 9000, python=True)
+        self.env.env["PITBOX_API_URL"] = self.daemon.url
+        p = subprocess.Popen([PITBOX, "port-forward", sb["id"], "0:9000"], env=self.env.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(p.stderr.close)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        line = p.stderr.readline().decode()
+        m = re.match(r"forwarding 127\.0\.0\.1:(\d+) -> %s:9000" % sb["id"], line)
+        self.assertTrue(m, line)
+        port = int(m.group(1))
+        conns = [socket.create_connection(("127.0.0.1", port), 10) for _ in range(2)]
+        for i, c in enumerate(conns):
+            c.settimeout(10)
+            self.assertEqual(c.recv(64), b"hello\n")
+            payload = (b"%d" % i) * 100000  # more than one message's worth
+            c.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                got += c.recv(65536)
+            self.assertEqual(got, payload)
+        for c in conns:
+            c.shutdown(socket.SHUT_WR)
+            self.assertEqual(c.recv(64), b"")  # the app saw the end and closed
+            c.close()
+        # A port nobody listens on: the connection is refused with the daemon's reason.
+        q = subprocess.Popen([PITBOX, "port-forward", sb["id"], "0:9999"], env=self.env.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(q.stderr.close)
+        self.addCleanup(q.wait)
+        self.addCleanup(q.kill)
+        port = int(re.search(r":(\d+) ->", q.stderr.readline().decode()).group(1))
+        c = socket.create_connection(("127.0.0.1", port), 10)
+        c.settimeout(10)
+        self.assertEqual(c.recv(64), b"")
+        c.close()
+        self.assertIn("nothing listening on port 9999", q.stderr.readline().decode())
 
     def test_a_box_that_stops_mid_answer(self):
         sb = self.box()
