@@ -355,8 +355,7 @@ void Client::port_forward(const std::string& target, const std::string& address,
       co_return;
     }
     ws->binary(true);
-    auto local_done = std::make_shared<bool>(false);
-    auto to_daemon = [ws, &conn, local_done]() -> asio::awaitable<void> {
+    auto to_daemon = [ws, &conn]() -> asio::awaitable<void> {
       std::vector<char> buf(64 << 10);
       for (;;) {
         boost::system::error_code e;
@@ -367,7 +366,6 @@ void Client::port_forward(const std::string& target, const std::string& address,
                                  asio::redirect_error(asio::use_awaitable, e));
         if (e) break;
       }
-      *local_done = true;
       boost::system::error_code e;
       co_await ws->async_close(websocket::close_code::normal,
                                asio::redirect_error(asio::use_awaitable, e));
