@@ -5,9 +5,11 @@
 // ways as they come (Server-Sent Events included); an Upgrade (WebSocket) becomes a byte pipe.
 #include "api/preview.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/redirect_error.hpp>
 #include <boost/beast/websocket.hpp>
-#include <regex>
 
 #include "api/routes.h"
 #include "sys/log.h"
@@ -21,6 +23,12 @@ using tcp = asio::ip::tcp;
 constexpr std::string_view kTokenParam = "pitbox_token";
 constexpr std::string_view kCookie = "pitbox_preview";
 constexpr const char* kTokenHeader = "X-Pitbox-Preview-Token";
+
+size_t leading_digits(std::string_view s) {
+  size_t n = 0;
+  while (n < s.size() && s[n] >= '0' && s[n] <= '9') ++n;
+  return n;
+}
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -109,23 +117,82 @@ asio::awaitable<void> send_page(Request& r, int status, const std::string& title
   co_await http::async_write(r.stream, res, asio::use_awaitable);
 }
 
-// Moves a message's body from `in` to `out` as it arrives; the header goes out first.
+tcp::socket& socket_of(tcp::socket& s) { return s; }
+tcp::socket& socket_of(beast::tcp_stream& s) { return s.socket(); }
+
+// Moves exactly `n` bytes from `from` to `to` through a pipe (splice: they never come up to
+// us); bytes `from` already gave us (`buffered`) go first.
+template <typename From, typename To>
+asio::awaitable<void> splice_exactly(From& from, beast::flat_buffer& buffered, To& to, uint64_t n) {
+  size_t early = static_cast<size_t>(std::min<uint64_t>(n, buffered.size()));
+  if (early > 0) {
+    co_await asio::async_write(to, asio::buffer(buffered.data().data(), early),
+                               asio::use_awaitable);
+    buffered.consume(early);
+    n -= early;
+  }
+  if (n == 0) co_return;
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("a pipe for a preview's body");
+  sys::UniqueFd out_end(ends[0]), in_end(ends[1]);
+  constexpr int kPipe = 1 << 20;
+  int room = ::fcntl(in_end.get(), F_SETPIPE_SZ, kPipe);
+  if (room <= 0) room = 64 << 10;  // the default size, when a larger one is not allowed
+  tcp::socket& src = socket_of(from);
+  tcp::socket& dst = socket_of(to);
+  src.non_blocking(true);
+  dst.non_blocking(true);
+  auto fail = [](const char* what) {
+    throw boost::system::system_error(errno, boost::system::system_category(), what);
+  };
+  while (n > 0) {
+    ssize_t got = ::splice(src.native_handle(), nullptr, in_end.get(), nullptr,
+                           static_cast<size_t>(std::min<uint64_t>(n, room)),
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (got < 0 && errno == EAGAIN) {
+      co_await src.async_wait(tcp::socket::wait_read, asio::use_awaitable);
+      continue;
+    }
+    if (got < 0) fail("reading a body");
+    if (got == 0) throw boost::system::system_error(asio::error::eof, "the body ended early");
+    n -= static_cast<uint64_t>(got);
+    while (got > 0) {
+      ssize_t put =
+          ::splice(out_end.get(), nullptr, dst.native_handle(), nullptr, static_cast<size_t>(got),
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (n > 0 ? SPLICE_F_MORE : 0));
+      if (put < 0 && errno == EAGAIN) {
+        co_await dst.async_wait(tcp::socket::wait_write, asio::use_awaitable);
+        continue;
+      }
+      if (put < 0) fail("writing a body");
+      got -= put;
+    }
+  }
+}
+
+// Moves a message from `in` to `out`, its header first, the body as it arrives. A body of a
+// known length goes by splice; a small one already read goes out with the header.
 template <bool isRequest, typename In, typename Out>
 asio::awaitable<void> relay(In& in, beast::flat_buffer& in_buffer,
                             http::parser<isRequest, http::buffer_body>& p, Out& out) {
   http::serializer<isRequest, http::buffer_body> sr{p.get()};
   boost::system::error_code ec;
-  // Uninitialised, and only for a body still to come: most requests have none.
-  constexpr size_t kPiece = 256 << 10;
-  std::unique_ptr<char[]> buf;
   if (!p.is_done()) {
-    p.get().body().data = nullptr;
-    p.get().body().more = true;
-    co_await http::async_write_header(out, sr, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) throw boost::system::system_error(ec);
+    auto length = p.content_length();  // nothing of the body is parsed yet: all of it
+    bool in_hand = length && *length <= in_buffer.size();
+    if (!in_hand) {
+      // The header now: a streamed answer's (Server-Sent Events) must not wait for its body.
+      p.get().body().data = nullptr;
+      p.get().body().more = true;
+      co_await http::async_write_header(out, sr, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) throw boost::system::system_error(ec);
+      if (length) co_return co_await splice_exactly(in, in_buffer, out, *length);
+    }
   }
-  // Beast reads at most what the buffer has room for (512 bytes for a fresh one): room for a
-  // large piece at a time.
+  // Chunked, ended by a close, or in hand: through the parser, a piece at a time. Beast reads
+  // at most what the buffer has room for (512 bytes for a fresh one): room for a large piece.
+  constexpr size_t kPiece = 256 << 10;
+  std::unique_ptr<char[]> buf;  // uninitialised, and only for a body: most messages have none
   if (!p.is_done()) {
     in_buffer.reserve(kPiece);
     buf = std::make_unique_for_overwrite<char[]>(kPiece);
@@ -139,6 +206,8 @@ asio::awaitable<void> relay(In& in, beast::flat_buffer& in_buffer,
       if (ec == http::error::need_buffer) ec = {};
       if (ec) throw boost::system::system_error(ec);
       p.get().body().size = kPiece - p.get().body().size;
+      // Only a chunk's header came: nothing to pass on (an empty chunk would end the body).
+      if (p.get().body().size == 0 && !p.is_done()) continue;
       p.get().body().data = buf.get();
       p.get().body().more = !p.is_done();
     } else {
@@ -178,29 +247,55 @@ asio::awaitable<void> pipe(From& from, To& to) {
 
 PreviewProxy::PreviewProxy(Services& services) : services_(services) {}
 
-std::optional<PreviewTarget> PreviewProxy::match(const Request& r) const {
-  auto host_field = r.head[http::field::host];
-  std::string host = lower(std::string(host_field.data(), host_field.size()));
+std::optional<PreviewTarget> preview_target(std::string_view host_field, std::string_view target,
+                                            std::string_view domain) {
+  std::string host = lower(std::string(host_field));
   if (size_t colon = host.rfind(':'); colon != std::string::npos) host.resize(colon);
-  std::string suffix = "." + lower(services_.preview_domain);
+  std::string suffix = "." + lower(std::string(domain));
   if (host.size() > suffix.size() &&
       host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    std::string label = host.substr(0, host.size() - suffix.size());
-    static const std::regex by_host("^([0-9]{1,5})-([a-z0-9][a-z0-9-]*)$");
-    std::smatch m;
-    if (std::regex_match(label, m, by_host)) {
-      return PreviewTarget{m[2], std::stoi(m[1]), "", std::string(r.head.target())};
+    // {port}-{box}: 1 to 5 digits, a dash, then a label of [a-z0-9-] not starting with '-'.
+    std::string_view label(host.data(), host.size() - suffix.size());
+    size_t digits = leading_digits(label);
+    if (digits >= 1 && digits <= 5 && digits + 1 < label.size() && label[digits] == '-' &&
+        label[digits + 1] != '-' &&
+        label.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-", digits + 1) ==
+            std::string_view::npos) {
+      return PreviewTarget{std::string(label.substr(digits + 1)),
+                           std::stoi(std::string(label.substr(0, digits))), "",
+                           std::string(target)};
     }
   }
-  static const std::regex by_path("^(/v1/sandboxes/([^/?]+)/ports/([0-9]{1,5})/proxy)([/?].*)?$");
-  std::string target(r.head.target());
-  std::smatch m;
-  if (std::regex_match(target, m, by_path)) {
-    std::string rest = m[4].matched ? m[4].str() : "/";
-    if (rest.front() == '?') rest = "/" + rest;
-    return PreviewTarget{m[2], std::stoi(m[3]), m[1], rest};
+  // /v1/sandboxes/{id}/ports/{port}/proxy, then nothing, or a path or query.
+  constexpr std::string_view kStart = "/v1/sandboxes/", kPorts = "/ports/", kProxy = "/proxy";
+  if (target.substr(0, kStart.size()) != kStart) return std::nullopt;
+  size_t id_end = target.find_first_of("/?", kStart.size());
+  if (id_end == kStart.size() || id_end == std::string_view::npos ||
+      target.substr(id_end, kPorts.size()) != kPorts) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  size_t port_at = id_end + kPorts.size();
+  size_t digits = leading_digits(target.substr(port_at));
+  size_t proxy_at = port_at + digits;
+  if (digits < 1 || digits > 5 || target.substr(proxy_at, kProxy.size()) != kProxy) {
+    return std::nullopt;
+  }
+  size_t rest_at = proxy_at + kProxy.size();
+  if (rest_at < target.size() && target[rest_at] != '/' && target[rest_at] != '?') {
+    return std::nullopt;
+  }
+  std::string rest(target.substr(rest_at));
+  if (rest.empty() || rest.front() == '?') rest = "/" + rest;
+  return PreviewTarget{std::string(target.substr(kStart.size(), id_end - kStart.size())),
+                       std::stoi(std::string(target.substr(port_at, digits))),
+                       std::string(target.substr(0, rest_at)), rest};
+}
+
+std::optional<PreviewTarget> PreviewProxy::match(const Request& r) const {
+  auto host = r.head[http::field::host];
+  auto target = r.head.target();
+  return preview_target(std::string_view(host.data(), host.size()),
+                        std::string_view(target.data(), target.size()), services_.preview_domain);
 }
 
 std::string PreviewProxy::host_url(const Request& r, const std::string& id, int port) const {

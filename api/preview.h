@@ -17,6 +17,12 @@ struct PreviewTarget {
   std::string upstream_target;  // what the app is asked for ("/index.html?x=1")
 };
 
+// The preview a request asks for: by its Host header's value ({port}-{box}.{domain}[:port],
+// any case) or its target (/v1/sandboxes/{box}/ports/{port}/proxy[/...|?...]); none when it
+// asks for no preview.
+std::optional<PreviewTarget> preview_target(std::string_view host, std::string_view target,
+                                            std::string_view domain);
+
 class PreviewProxy {
  public:
   explicit PreviewProxy(Services& services);

@@ -36,8 +36,8 @@ def create_and_exec(pitbox, network, rounds):
     return times
 
 
-def get(port, path, headers):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def get(port, path, headers, host="127.0.0.1"):
+    conn = http.client.HTTPConnection(host, port, timeout=30)
     conn.request("GET", path, headers=headers)
     r = conn.getresponse()
     body = r.read()
@@ -61,15 +61,10 @@ def proxy(pitbox, rounds):
         token = api.call("POST", "/v1/sandboxes/%s/ports/8000/preview-url" % box, {})["token"]
         host = {"Host": "8000-%s.localhost:%d" % (box, daemon.port),
                 "X-Pitbox-Preview-Token": token}
-        # Straight to the box (the host may connect to it; boxes may not) and through the link.
-        import socket
-
+        # Straight to the box (the host may connect to it; boxes may not) and through the link,
+        # by the same client code.
         def direct(path):
-            s = socket.create_connection((address, 8000), 30)
-            s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
-            while s.recv(65536):
-                pass
-            s.close()
+            get(8000, path, {}, host=address)
 
         for _ in range(10):
             direct("/small")

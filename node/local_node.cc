@@ -103,7 +103,14 @@ asio::awaitable<storage::LayerDesc> LocalNode::commit(const std::string& id) {
   co_return co_await blocking(std::move(task));
 }
 
+void LocalNode::Entry::disconnect() {
+  if (channel) channel->close();
+  channel.reset();
+  netns.reset();
+}
+
 asio::awaitable<void> LocalNode::connect(Entry& e) {
+  e.netns.reset();
   e.channel = std::make_shared<Channel>(executor_, e.box->box().take_channel());
   co_await e.channel->handshake();
 }
@@ -197,8 +204,7 @@ asio::awaitable<void> LocalNode::stop(const std::string& id, std::chrono::millis
       // init is not answering: it is killed below
     }
   }
-  if (e.channel) e.channel->close();
-  e.channel.reset();
+  e.disconnect();
   auto wait = asked ? grace + std::chrono::seconds(2) : std::chrono::milliseconds(0);
   auto task = [box, wait] { box->stop(wait); };
   co_await blocking(std::move(task));
@@ -237,7 +243,7 @@ asio::awaitable<bool> LocalNode::recover(const BoxConfig& config, const nlohmann
     answered = false;  // init does not answer: the box is treated as stopped
   }
   if (!answered) {
-    e.channel.reset();
+    e.disconnect();
     LocalBox* b = e.box.get();
     auto stop = [b] { b->stop(); };
     co_await blocking(std::move(stop));
@@ -282,11 +288,13 @@ std::vector<int> LocalNode::listening_ports(const std::string& id) {
 }
 
 sys::UniqueFd LocalNode::box_socket(const std::string& id) {
-  pid_t init = running_entry(id).box->box().init_pid();
-  std::string path = "/proc/" + std::to_string(init) + "/ns/net";
-  sys::UniqueFd netns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!netns) throw_errno("opening the network namespace of box " + id);
-  sys::EnterNetns in_box(netns.get());
+  Entry& e = running_entry(id);
+  if (!e.netns) {
+    std::string path = "/proc/" + std::to_string(e.box->box().init_pid()) + "/ns/net";
+    e.netns = sys::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!e.netns) throw_errno("opening the network namespace of box " + id);
+  }
+  sys::EnterNetns in_box(e.netns.get());
   sys::UniqueFd socket(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!socket) throw_errno("a socket in box " + id);
   return socket;
@@ -294,8 +302,7 @@ sys::UniqueFd LocalNode::box_socket(const std::string& id) {
 
 void LocalNode::detach_all() {
   for (auto& [id, e] : entries_) {
-    if (e.channel) e.channel->close();
-    e.channel.reset();
+    e.disconnect();
     e.box->detach();
   }
   entries_.clear();

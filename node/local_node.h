@@ -45,6 +45,9 @@ class LocalNode final : public NodeClient {
   struct Entry {
     std::unique_ptr<LocalBox> box;
     std::shared_ptr<Channel> channel;
+    sys::UniqueFd netns;  // of the running box, opened at its first box_socket
+    // Ends the channel (and what belongs to this run of the box).
+    void disconnect();
   };
   // Runs `fn` on the pool and resumes on our executor with its result.
   template <typename F>

@@ -32,6 +32,36 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", 8001), H).serve_forever()
 """
 
+# Echoes a POST's body after its SHA-256; a chunked answer at /chunked; at /short, an answer
+# that ends (the connection closes) before the length it announced.
+BODY_SERVER = r"""
+import hashlib, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        out = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/short":
+            self.send_header("Content-Length", "5000000")
+            self.end_headers()
+            self.wfile.write(b"x" * 100000)
+            self.close_connection = True
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for part in (b"one ", b"two ", b"three"):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 8002), H).serve_forever()
+"""
+
 WS_SERVER = r"""
 import base64, hashlib, socket, threading
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -148,6 +178,32 @@ class PreviewTest(DaemonTestCase):
         status, _, body = self.get("/index.html", host="8000-web.localhost",
                                    headers={"X-Pitbox-Preview-Token": self.link(named, 8000)["token"]})
         self.assertEqual((status, body), (200, b"hello from the box\n"))
+
+    def test_bodies_both_ways_on_a_kept_connection(self):
+        sb = self.box()
+        self.serve(sb, BODY_SERVER, 8002, python=True)
+        headers = {"Host": self.host(sb, 8002), "X-Pitbox-Preview-Token": self.link(sb, 8002)["token"]}
+        conn = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
+        # Uploads and downloads larger than any buffer of the daemon's, several on one connection
+        # of the client's: each body is passed on exactly, nothing of the next request with it.
+        for size in (3 << 20, 10, 0, 1 << 20):
+            payload = os.urandom(size)
+            conn.request("POST", "/echo", body=payload, headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(body, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        conn.request("GET", "/chunked", headers=headers)
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.read()), (200, b"one two three"))
+        # An app that ends before the length it announced: the client's answer ends too.
+        conn.request("GET", "/short", headers=headers)
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        with self.assertRaises(http.client.IncompleteRead) as cm:
+            r.read()
+        self.assertEqual(len(cm.exception.partial), 100000)
+        conn.close()
 
     def test_the_cli(self):
         self.env.env["PITBOX_API_URL"] = self.daemon.url
