@@ -347,24 +347,28 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
       without_cookie(std::string_view(cookie_field.data(), cookie_field.size()), cookie_token);
   if (!query_token.empty()) token = query_token;
   if (token.empty()) token = cookie_token;
+  // A public port: anyone. An API key that comes anyway is still kept from the app.
+  bool open = sb.public_ports.count(t.port) > 0;
   bool by_key = false;
-  if (token.empty()) {
+  if (token.empty() || open) {
     auto auth = r.head[http::field::authorization];
     std::string_view value(auth.data(), auth.size());
     if (value.rfind("Bearer ", 0) == 0) {
       by_key = services_.keys.authenticate(std::string(value.substr(7))).has_value();
-      if (!by_key) {
+      if (!by_key && !open) {
         co_return co_await send_page(r, 401, "Not allowed",
                                      "The API key is not valid (unknown or revoked).");
       }
     }
   }
-  if (!by_key) {
+  if (!by_key && !open) {
     if (token.empty()) {
-      co_return co_await send_page(r, 401, "This preview needs a link",
-                                   "Open it through a preview link (POST /v1/sandboxes/" + sb.id +
-                                       "/ports/" + std::to_string(t.port) +
-                                       "/preview-url makes one), or send an API key.");
+      co_return co_await send_page(
+          r, 401, "This preview needs a link",
+          "Open it through a preview link (POST /v1/sandboxes/" + sb.id + "/ports/" +
+              std::to_string(t.port) +
+              "/preview-url makes one), or send an API key. Its owner may also make "
+              "the port public.");
     }
     auto grant = services_.previews.verify(token);
     if (!grant || grant->sandbox_id != sb.id || grant->port != t.port) {
@@ -617,6 +621,7 @@ void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy)
                json items = json::array();
                for (int port : services.sandboxes.listening_ports(sb.id)) {
                  items.push_back({{"port", port},
+                                  {"public", sb.public_ports.count(port) > 0},
                                   {"url", proxy.host_url(r, sb.id, port)},
                                   {"path_url", proxy.path_url(r, sb.id, port)}});
                }
@@ -649,6 +654,21 @@ void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy)
                        {"expires_at", sys::format_time(grant.expires_at)}};
         co_await send_json(r, 201, answer);
       });
+  // PUT: anyone may open the port's preview, without a link or an API key; DELETE: not any more.
+  for (bool open : {true, false}) {
+    router.add(open ? V::put : V::delete_, "/v1/sandboxes/{id}/ports/{port}/public", Access::user,
+               [&services, &proxy, open](Request& r) -> asio::awaitable<void> {
+                 int port = port_param(r);
+                 control::Sandbox sb =
+                     services.sandboxes.set_port_public(r.params.at("id"), port, open);
+                 r.target = sb.id;
+                 json answer = {{"port", port},
+                                {"public", open},
+                                {"url", proxy.host_url(r, sb.id, port)},
+                                {"path_url", proxy.path_url(r, sb.id, port)}};
+                 co_await send_json(r, 200, answer);
+               });
+  }
   router.add(V::get, "/v1/sandboxes/{id}/ports/{port}/forward", Access::user,
              [&services](Request& r) { return forward(services, r); });
   router.add(V::delete_, "/v1/sandboxes/{id}/preview-urls", Access::user,

@@ -238,7 +238,16 @@ class Commands final : public ClientCommands {
     preview_->add_option("port", port_, "The port")->required();
     preview_->add_option("--expires", expires_, "Seconds the link works (default: a day)");
     preview_->add_flag("--path", path_url_, "The link by path rather than by host");
-    preview_->add_flag("--revoke", revoke_, "Instead: revoke every preview link of the sandbox");
+    auto* revoke =
+        preview_->add_flag("--revoke", revoke_,
+                           "Instead: revoke every preview link of the sandbox (and make its "
+                           "public ports private)");
+    auto* open = preview_->add_flag(
+        "--public", public_, "Instead: anyone may open the port's preview, without a link or key");
+    auto* close =
+        preview_->add_flag("--private", private_, "Instead: the port's preview needs a link again");
+    open->excludes(close)->excludes(revoke);
+    close->excludes(revoke);
     preview_->add_flag("--json", json_, "Print JSON");
 
     port_forward_ = client_options(app.add_subcommand(
@@ -525,9 +534,10 @@ class Commands final : public ClientCommands {
     if (json_) return print(page["items"], true);
     std::vector<std::vector<std::string>> rows;
     for (const auto& p : page["items"]) {
-      rows.push_back({std::to_string(p["port"].get<int>()), p["url"].get<std::string>()});
+      rows.push_back({std::to_string(p["port"].get<int>()), p["public"].get<bool>() ? "yes" : "no",
+                      p["url"].get<std::string>()});
     }
-    print_table({"PORT", "PREVIEW (with an API key, or: pitbox preview BOX PORT)"}, rows);
+    print_table({"PORT", "PUBLIC", "PREVIEW (with an API key, or: pitbox preview BOX PORT)"}, rows);
     return 0;
   }
 
@@ -535,6 +545,18 @@ class Commands final : public ClientCommands {
     if (revoke_) {
       c.call(http::verb::delete_, sandbox_path(box_) + "/preview-urls");
       std::cout << "revoked\n";
+      return 0;
+    }
+    if (public_ || private_) {
+      json access = c.call(public_ ? http::verb::put : http::verb::delete_,
+                           sandbox_path(box_) + "/ports/" + std::to_string(port_) + "/public");
+      if (json_) return print(access, true);
+      if (private_) {
+        std::cout << "port " << port_ << " of " << box_ << " needs a link or an API key\n";
+        return 0;
+      }
+      std::cout << access[path_url_ ? "path_url" : "url"].get<std::string>() << "\n";
+      std::cerr << "(public: anyone who reaches this daemon may open it; --private undoes it)\n";
       return 0;
     }
     json body = json::object();
@@ -824,7 +846,7 @@ class Commands final : public ClientCommands {
   std::vector<std::string> allow_, deny_, allow_domains_, join_;
   int port_ = 0;
   std::optional<int64_t> expires_;
-  bool path_url_ = false, revoke_ = false;
+  bool path_url_ = false, revoke_ = false, public_ = false, private_ = false;
   std::string forward_spec_, forward_address_ = "127.0.0.1";
   std::string network_default_ = "egress";
   std::string network_range_ = "10.88.0.0/16";

@@ -306,6 +306,7 @@ json Sandbox::to_api() const {
       {"snapshot", spec.snapshot.empty() ? json(nullptr) : json(spec.snapshot)},
       {"network", network_to_api()},
       {"forked_from", forked_from.empty() ? json(nullptr) : json(forked_from)},
+      {"public_ports", public_ports},
       {"created_at", time_or_null(created_at)},
       {"started_at", time_or_null(started_at)},
       {"stopped_at", time_or_null(stopped_at)},
@@ -354,7 +355,8 @@ json Sandbox::to_doc() const {
           {"location", location},
           {"sessions", sessions},
           {"forked_from", forked_from},
-          {"preview_generation", preview_generation}};
+          {"preview_generation", preview_generation},
+          {"public_ports", public_ports}};
 }
 
 Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
@@ -392,6 +394,7 @@ Sandbox Sandbox::from_doc(const std::string& id, const json& doc) {
   }
   s.forked_from = doc.value("forked_from", "");
   s.preview_generation = doc.value("preview_generation", uint64_t{0});
+  s.public_ports = doc.value("public_ports", std::set<int>{});
   s.state = state_from_string(doc.value("state", "error")).value_or(State::error);
   if (doc.contains("error") && !doc["error"].is_null()) s.error = Error::from_json(doc["error"]);
   s.created_at = doc.value("created_at", int64_t{0});

@@ -126,6 +126,7 @@ struct Sandbox {
   nlohmann::json sessions = nlohmann::json::array();
   std::string forked_from;          // the sandbox this one is a fork of
   uint64_t preview_generation = 0;  // preview links made before the last revocation fail
+  std::set<int> public_ports;       // previews anyone may open, without a link or key
 
   // The object of the API (docs/api.md).
   nlohmann::json to_api() const;

@@ -97,9 +97,13 @@ TEST(Sandbox, DocumentRoundTrip) {
   s.stopped_at = 2000;
   s.error = Error(ErrorCode::unavailable, "why");
   s.location = {{"init_pid", 5}};
+  s.preview_generation = 3;
+  s.public_ports = {80, 8000};
   Sandbox back = Sandbox::from_doc(s.id, s.to_doc());
   EXPECT_EQ(back.to_api(), s.to_api());
   EXPECT_EQ(back.location, s.location);
+  EXPECT_EQ(back.preview_generation, 3u);
+  EXPECT_EQ(back.public_ports, (std::set<int>{80, 8000}));
 }
 
 TEST(ParseExec, CmdOrShellAndTheRest) {

@@ -529,15 +529,30 @@ std::vector<int> Sandboxes::listening_ports(const std::string& id_or_name) {
 
 asio::awaitable<sys::UniqueFd> Sandboxes::preview_socket(const std::string& id) {
   auto reached = co_await reach(id, true);
-  touch(reached.first.id);
   co_return node_.box_socket(reached.first.id);
 }
 
 Sandbox Sandboxes::revoke_previews(const std::string& id_or_name) {
   Sandbox& s = find(id_or_name);
   s.preview_generation++;
+  s.public_ports.clear();
   save(s);
   audit("sandbox.previews.revoke", s.id);
+  return s;
+}
+
+Sandbox Sandboxes::set_port_public(const std::string& id_or_name, int port, bool open) {
+  if (port < 1 || port > 65535) {
+    throw invalid_argument("port: " + std::to_string(port) + " is not a TCP port (1 to 65535)",
+                           {{"field", "port"}});
+  }
+  Sandbox& s = find(id_or_name);
+  if (open ? s.public_ports.insert(port).second : s.public_ports.erase(port) > 0) {
+    save(s);
+    audit(std::string(open ? "sandbox.port.public" : "sandbox.port.private") + " (" +
+              std::to_string(port) + ")",
+          s.id);
+  }
   return s;
 }
 

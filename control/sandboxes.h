@@ -82,8 +82,10 @@ class Sandboxes {
   // For a preview request: a socket in the sandbox's network namespace (node::box_socket). A
   // paused sandbox is resumed; the request counts as activity.
   asio::awaitable<sys::UniqueFd> preview_socket(const std::string& id);
-  // Every preview link made so far stops working.
+  // Every preview link made so far stops working, and public ports are private again.
   Sandbox revoke_previews(const std::string& id_or_name);
+  // Whether anyone may open the preview of `port` (1 to 65535), without a link or an API key.
+  Sandbox set_port_public(const std::string& id_or_name, int port, bool open);
   // PUT .../network: a new policy, in force at once when the sandbox runs.
   asio::awaitable<Sandbox> set_network(const std::string& id_or_name, const nlohmann::json& body);
 

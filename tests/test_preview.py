@@ -47,6 +47,12 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
     def do_GET(self):
         self.send_response(200)
+        if self.path == "/headers":
+            out = str(self.headers).encode()
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         if self.path == "/short":
             self.send_header("Content-Length", "5000000")
             self.end_headers()
@@ -205,6 +211,46 @@ class PreviewTest(DaemonTestCase):
         self.assertEqual(len(cm.exception.partial), 100000)
         conn.close()
 
+    def test_public_ports(self):
+        sb = self.box()
+        self.serve(sb, BODY_SERVER, 8002, python=True)
+        path = "/v1/sandboxes/%s/ports/8002/proxy/headers" % sb["id"]
+        self.assertEqual(self.get("/headers", host=self.host(sb, 8002))[0], 401)
+        access = self.ok("PUT", "/v1/sandboxes/%s/ports/8002/public" % sb["id"])
+        self.assertEqual((access["port"], access["public"]), (8002, True))
+        self.assertEqual(access["url"], "http://%s/" % self.host(sb, 8002))
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + sb["id"])["public_ports"], [8002])
+        self.assertEqual([(p["port"], p["public"]) for p in
+                          self.ok("GET", "/v1/sandboxes/%s/ports" % sb["id"])["items"]],
+                         [(8002, True)])
+        # Anyone, by host and by path; an API key sent anyway stays with us, the app's own
+        # Authorization reaches it.
+        status, _, body = self.get("/headers", host=self.host(sb, 8002))
+        self.assertEqual(status, 200)
+        status, _, body = self.get(path, headers={"Authorization": "Bearer " + self.daemon.admin_key})
+        self.assertEqual(status, 200)
+        self.assertNotIn(self.daemon.admin_key.encode(), body)
+        status, _, body = self.get(path, headers={"Authorization": "Bearer app-secret"})
+        self.assertEqual(status, 200)
+        self.assertIn(b"Authorization: Bearer app-secret", body)
+        # Another port of the same box is not public.
+        self.serve(sb, "python3 -m http.server 8000", 8000)
+        self.assertEqual(self.get("/", host=self.host(sb, 8000))[0], 401)
+        # Private again; and revoking the links makes every port private.
+        self.ok("DELETE", "/v1/sandboxes/%s/ports/8002/public" % sb["id"])
+        self.assertEqual(self.get(path)[0], 401)
+        self.ok("PUT", "/v1/sandboxes/%s/ports/8002/public" % sb["id"])
+        self.assertEqual(self.get(path)[0], 200)
+        self.ok("DELETE", "/v1/sandboxes/%s/preview-urls" % sb["id"], status=204)
+        self.assertEqual(self.get(path)[0], 401)
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + sb["id"])["public_ports"], [])
+        # Bad input is named.
+        for port in ("0", "65536", "http"):
+            r = self.api("PUT", "/v1/sandboxes/%s/ports/%s/public" % (sb["id"], port))
+            self.assertEqual(r.status, 400)
+            self.assertEqual(r.json()["error"]["details"]["field"], "port")
+        self.assertEqual(self.api("PUT", "/v1/sandboxes/nope/ports/80/public").status, 404)
+
     def test_the_cli(self):
         self.env.env["PITBOX_API_URL"] = self.daemon.url
         r = self.pitbox("create", "--image", "host", "--network", "none", "--name", "clibox")
@@ -230,6 +276,19 @@ class PreviewTest(DaemonTestCase):
         out = subprocess.run(["curl", "-sSL", "-b", "", url], capture_output=True, text=True,
                              timeout=30)
         self.assertEqual(out.stdout, "cli\n", out.stderr)
+        r = self.pitbox("preview", "clibox", "8000", "--public")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        public_url = r.stdout.decode().strip()
+        self.assertEqual(public_url, "http://8000-%s.localhost:%d/" % (box, self.daemon.port))
+        self.assertIn("8000   yes", self.pitbox("ports", "clibox").stdout.decode())
+        out = subprocess.run(["curl", "-sS", public_url], capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.stdout, "cli\n", out.stderr)
+        r = self.pitbox("preview", "clibox", "8000", "--public", "--private")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(self.pitbox("preview", "clibox", "8000", "--private").returncode, 0)
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", public_url],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.stdout, "401")
         self.assertEqual(self.pitbox("preview", "clibox", "8000", "--revoke").returncode, 0)
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-L", "-b", "",
                               url],

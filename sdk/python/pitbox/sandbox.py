@@ -248,8 +248,16 @@ class Sandbox:
         return answer["path_url" if by_path else "url"]
 
     def revoke_previews(self) -> None:
-        """Every preview link made so far stops working."""
+        """Every preview link made so far stops working, and public ports are private again."""
         self._http.request("DELETE", self._path + "/preview-urls")
+
+    def set_port_public(self, port: int, public: bool = True, *, by_path: bool = False) -> str:
+        """Whether anyone may open the preview of ``port``, without a link or an API key;
+        returns its address (``http://PORT-ID.localhost:7070/``, or the path one with
+        ``by_path``). ``revoke_previews`` makes every port private again."""
+        answer = self._http.request("PUT" if public else "DELETE",
+                                    "%s/ports/%d/public" % (self._path, port)).json()
+        return answer["path_url" if by_path else "url"]
 
     def snapshot(self, name: str | None = None) -> Snapshot:
         """Captures the sandbox's files now (a running sandbox is frozen for the capture

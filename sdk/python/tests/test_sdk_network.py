@@ -48,6 +48,15 @@ class NetworkTest(SdkTestCase):
             opener.open(path_url, timeout=30)
         self.assertEqual(denied.exception.code, 403)
 
+        # A public port: no link, no key; private again.
+        public = box.set_port_public(8000, by_path=True)
+        with urllib.request.urlopen(public, timeout=30) as r:
+            self.assertEqual(r.read(), b"an app\n")
+        box.set_port_public(8000, False)
+        with self.assertRaises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(public, timeout=30)
+        self.assertEqual(denied.exception.code, 401)
+
 
 if __name__ == "__main__":
     unittest.main()
