@@ -97,6 +97,7 @@ table inet TABLE {
     type filter hook input priority filter; policy accept;
     iifname OURS ct state established,related accept
     iifname OURS ip daddr GATEWAY udp dport 53 accept
+    iifname OURS ip daddr GATEWAY tcp dport 53 accept
     iifname OURS REJECT
   }
   chain postrouting {
