@@ -9,10 +9,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <optional>
 #include <sstream>
 
 #include "sys/error.h"
 #include "sys/log.h"
+#include "sys/random.h"
 
 namespace pitbox::net {
 
@@ -143,23 +149,150 @@ std::vector<Upstream> resolv_conf_servers(const std::string& text) {
   return out;
 }
 
-Resolver::Resolver(Network& network, std::vector<Upstream> upstreams)
-    : network_(network), upstreams_(std::move(upstreams)) {
-  socket_ = sys::UniqueFd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!socket_) throw_errno("the DNS resolver's socket");
-  int one = 1;
-  // The gateway's address exists once the first box's link does.
-  ::setsockopt(socket_.get(), IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  at.sin_port = htons(53);
-  at.sin_addr.s_addr = htonl(network_.gateway());
-  if (::bind(socket_.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) != 0) {
-    throw_errno("binding the DNS resolver to " + sys::ipv4_str(network_.gateway()) + ":53");
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxMessage = 65535;
+constexpr size_t kTcpInFlightPerConnection = 16;  // more questions wait in the connection
+constexpr size_t kTcpMaxPendingOut = 2 * (kMaxMessage + 2);  // answers the box has not read
+
+sockaddr_in ipv4(uint32_t address, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(address);
+  return a;
+}
+
+std::string framed(const std::string& msg) {
+  std::string out;
+  out.reserve(msg.size() + 2);
+  out += static_cast<char>(msg.size() >> 8);
+  out += static_cast<char>(msg.size() & 0xff);
+  return out + msg;
+}
+
+// The length of the first framed message in `buf`, once all of it is there.
+std::optional<size_t> frame(const std::string& buf) {
+  if (buf.size() < 2) return std::nullopt;
+  size_t len = (size_t{static_cast<uint8_t>(buf[0])} << 8) | static_cast<uint8_t>(buf[1]);
+  if (buf.size() < 2 + len) return std::nullopt;
+  return len;
+}
+
+// Writes what it can of `out` to a non-blocking socket; false when the socket failed.
+bool flush(int fd, std::string& out) {
+  while (!out.empty()) {
+    ssize_t n = ::send(fd, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    out.erase(0, static_cast<size_t>(n));
   }
+  return true;
+}
+
+// Reads what there is (at most `room` bytes) onto `in`; false at the end or on an error.
+bool fill(int fd, std::string& in, size_t room) {
+  if (room == 0) return true;
+  size_t had = in.size();
+  in.resize(had + room);
+  ssize_t n = ::recv(fd, in.data() + had, room, MSG_DONTWAIT);
+  int err = errno;
+  in.resize(had + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  return n > 0 || (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR));
+}
+
+}  // namespace
+
+// The resolver's thread and all it holds: it ends with the thread, closing every socket.
+class Resolver::Loop {
+ public:
+  explicit Loop(Resolver& r) : r_(r), buf_(kMaxMessage + 1, '\0') {}
+  void run();
+
+ private:
+  // Who asked: the UDP address to answer, or a TCP connection (by its serial).
+  struct Asker {
+    uint32_t address = 0;
+    uint16_t port = 0;
+    uint64_t connection = 0;  // 0: over UDP
+  };
+  // A question forwarded upstream: one try (an upstream, over UDP or TCP) at a time.
+  struct Question {
+    std::string query;  // as the box asked it
+    std::string name;
+    uint16_t type = 0;
+    Asker asker;
+    std::optional<uint32_t> admit;  // the slot of a box whose answers are admitted
+    size_t upstream = 0;
+    bool tcp = false;
+    uint16_t id = 0;  // the id the upstream sees
+    sys::UniqueFd socket;
+    bool connected = false;  // TCP
+    std::string out, in;     // TCP
+    std::string truncated;   // the UDP answer, while it is asked again over TCP
+    Clock::time_point deadline;
+  };
+  struct Connection {
+    sys::UniqueFd socket;
+    uint32_t address = 0;
+    std::string in, out;
+    size_t in_flight = 0;
+    bool closing = false;  // the box is done sending, or something failed
+    Clock::time_point active;
+  };
+
+  void receive_udp();
+  void accept_tcp();
+  void on_connection(uint64_t serial, short revents);
+  void on_question(uint64_t serial, short revents);
+  void serve(Connection& c, uint64_t serial);
+  void expire();
+
+  void ask(const std::string& query, const Asker& asker);
+  void forward(const std::string& query, std::string name, uint16_t type, const Asker& asker,
+               std::optional<uint32_t> admit);
+  // Starts the next try at or after question.upstream (UDP unless `tcp`); when none is left,
+  // answers SERVFAIL (or a truncated answer that came) and ends the question.
+  void start(uint64_t serial, Question& q);
+  void next(uint64_t serial, Question& q);
+  bool matches(const Question& q, const std::string& answer) const;
+  void got(uint64_t serial, Question& q, std::string answer);
+  void finish(uint64_t serial, std::string answer);
+  void reply(const Asker& asker, const std::string& msg);
+  size_t in_flight_of(uint32_t address) const;
+  size_t connections_of(uint32_t address) const;
+
+  Resolver& r_;
+  std::string buf_;
+  uint64_t serial_ = 0;
+  std::map<uint64_t, Question> questions_;
+  std::map<uint64_t, Connection> connections_;
+};
+
+Resolver::Resolver(Network& network, std::vector<Upstream> upstreams, ResolverLimits limits)
+    : network_(network), upstreams_(std::move(upstreams)), limits_(limits) {
+  std::string at = sys::ipv4_str(network_.gateway()) + ":53";
+  sockaddr_in gateway = ipv4(network_.gateway(), 53);
+  int one = 1;
+  udp_ = sys::UniqueFd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!udp_) throw_errno("the DNS resolver's UDP socket");
+  // The gateway's address exists once the first box's link does.
+  ::setsockopt(udp_.get(), IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+  if (::bind(udp_.get(), reinterpret_cast<sockaddr*>(&gateway), sizeof gateway) != 0) {
+    throw_errno("binding the DNS resolver to " + at + " (UDP)");
+  }
+  tcp_ = sys::UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!tcp_) throw_errno("the DNS resolver's TCP socket");
+  ::setsockopt(tcp_.get(), IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+  ::setsockopt(tcp_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(tcp_.get(), reinterpret_cast<sockaddr*>(&gateway), sizeof gateway) != 0) {
+    throw_errno("binding the DNS resolver to " + at + " (TCP)");
+  }
+  if (::listen(tcp_.get(), 64) != 0) throw_errno("listening on " + at + " (TCP)");
   wake_ = sys::UniqueFd(::eventfd(0, EFD_CLOEXEC));
   if (!wake_) throw_errno("eventfd");
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] { Loop(*this).run(); });
 }
 
 Resolver::~Resolver() {
@@ -169,83 +302,361 @@ Resolver::~Resolver() {
   thread_.join();
 }
 
-void Resolver::loop() {
-  std::string buf(4096, '\0');
+void Resolver::Loop::run() {
+  // What each pollfd past the first three is: a connection or a question, by serial.
+  std::vector<pollfd> fds;
+  std::vector<std::pair<bool, uint64_t>> what;
   for (;;) {
-    pollfd fds[2] = {{socket_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) continue;
-    if (fds[1].revents) return;
+    fds.assign(
+        {{r_.wake_.get(), POLLIN, 0}, {r_.udp_.get(), POLLIN, 0}, {r_.tcp_.get(), POLLIN, 0}});
+    what.clear();
+    auto now = Clock::now();
+    std::optional<Clock::time_point> wake_at;
+    auto until = [&](Clock::time_point t) { wake_at = wake_at ? std::min(*wake_at, t) : t; };
+    for (auto& [serial, c] : connections_) {
+      short events = 0;
+      if (!c.closing && !frame(c.in)) events |= POLLIN;
+      if (!c.out.empty()) events |= POLLOUT;
+      fds.push_back({c.socket.get(), events, 0});
+      what.emplace_back(true, serial);
+      if (c.in_flight == 0) until(c.active + r_.limits_.idle);
+    }
+    for (auto& [serial, q] : questions_) {
+      short events = POLLIN;
+      if (q.tcp && (!q.connected || !q.out.empty())) events |= POLLOUT;
+      fds.push_back({q.socket.get(), events, 0});
+      what.emplace_back(false, serial);
+      until(q.deadline);
+    }
+    int timeout = -1;
+    if (wake_at) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*wake_at - now).count();
+      timeout = static_cast<int>(std::clamp<int64_t>(ms, 0, 60000));
+    }
+    if (::poll(fds.data(), fds.size(), timeout) < 0) continue;
+    if (fds[0].revents) return;
+    try {
+      if (fds[1].revents) receive_udp();
+      if (fds[2].revents) accept_tcp();
+      for (size_t i = 3; i < fds.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        auto [is_connection, serial] = what[i - 3];
+        if (is_connection) {
+          on_connection(serial, fds[i].revents);
+        } else {
+          on_question(serial, fds[i].revents);
+        }
+      }
+      expire();
+      for (auto it = connections_.begin(); it != connections_.end();) {
+        serve(it->second, it->first);
+        Connection& c = it->second;
+        bool done = c.closing && c.in_flight == 0 && (c.out.empty() || !c.socket);
+        it = done ? connections_.erase(it) : std::next(it);
+      }
+    } catch (const std::exception& e) {
+      sys::log(sys::LogLevel::warn, "the DNS resolver failed", {{"error", e.what()}});
+    }
+  }
+}
+
+void Resolver::Loop::receive_udp() {
+  for (int i = 0; i < 64; ++i) {  // then the others' turn
     sockaddr_in from{};
     socklen_t len = sizeof from;
-    ssize_t n = ::recvfrom(socket_.get(), buf.data(), buf.size(), MSG_DONTWAIT,
+    ssize_t n = ::recvfrom(r_.udp_.get(), buf_.data(), buf_.size(), MSG_DONTWAIT,
                            reinterpret_cast<sockaddr*>(&from), &len);
-    if (n <= 0) continue;
-    try {
-      answer(buf.substr(0, static_cast<size_t>(n)), ntohl(from.sin_addr.s_addr),
-             ntohs(from.sin_port));
-    } catch (const std::exception& e) {
-      sys::log(sys::LogLevel::warn, "the DNS resolver failed a question", {{"error", e.what()}});
+    if (n < 0) return;
+    ask(buf_.substr(0, static_cast<size_t>(n)),
+        {ntohl(from.sin_addr.s_addr), ntohs(from.sin_port), 0});
+  }
+}
+
+void Resolver::Loop::accept_tcp() {
+  for (int i = 0; i < 16; ++i) {
+    sockaddr_in from{};
+    socklen_t len = sizeof from;
+    sys::UniqueFd s(::accept4(r_.tcp_.get(), reinterpret_cast<sockaddr*>(&from), &len,
+                              SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!s) return;
+    uint32_t address = ntohl(from.sin_addr.s_addr);
+    if (connections_.size() >= r_.limits_.connections ||
+        connections_of(address) >= r_.limits_.connections_per_box) {
+      continue;  // closed: the box asks again later, or over UDP
+    }
+    Connection& c = connections_[++serial_];
+    c.socket = std::move(s);
+    c.address = address;
+    c.active = Clock::now();
+  }
+}
+
+void Resolver::Loop::on_connection(uint64_t serial, short revents) {
+  auto it = connections_.find(serial);
+  if (it == connections_.end()) return;
+  Connection& c = it->second;
+  if (revents & (POLLERR | POLLNVAL | POLLHUP)) {  // reset: nothing more goes either way
+    c.closing = true;
+    c.socket.reset();
+    c.out.clear();
+    return;
+  }
+  if ((revents & POLLOUT) && !c.out.empty()) {
+    size_t had = c.out.size();
+    if (!flush(c.socket.get(), c.out)) {
+      c.closing = true;
+      c.socket.reset();
+      c.out.clear();
+      return;
+    }
+    if (c.out.size() != had) c.active = Clock::now();
+  }
+  if ((revents & POLLIN) && !c.closing && !frame(c.in)) {
+    // Nothing is read while a whole message waits: `in` holds less than one and what came.
+    size_t room = 2 + kMaxMessage - c.in.size();
+    size_t had = c.in.size();
+    if (!fill(c.socket.get(), c.in, std::min<size_t>(room, 16384))) c.closing = true;
+    if (c.in.size() != had) c.active = Clock::now();
+  }
+}
+
+// Asks the questions waiting in a connection, as many as may be in flight at once.
+void Resolver::Loop::serve(Connection& c, uint64_t serial) {
+  while (c.socket && c.in_flight < kTcpInFlightPerConnection && c.out.size() < kTcpMaxPendingOut) {
+    std::optional<size_t> len = frame(c.in);
+    if (!len) break;
+    std::string query = c.in.substr(2, *len);
+    c.in.erase(0, 2 + *len);
+    ask(query, {c.address, 0, serial});
+  }
+  if (c.socket && !flush(c.socket.get(), c.out)) {
+    c.closing = true;
+    c.socket.reset();
+    c.out.clear();
+  }
+}
+
+void Resolver::Loop::expire() {
+  auto now = Clock::now();
+  for (auto it = questions_.begin(); it != questions_.end();) {
+    auto serial = it->first;
+    Question& q = it->second;
+    ++it;  // next() may end this question (never another)
+    if (q.deadline <= now) next(serial, q);
+  }
+  for (auto& [serial, c] : connections_) {
+    if (c.in_flight == 0 && c.active + r_.limits_.idle <= now) {
+      c.closing = true;
+      c.socket.reset();
+      c.out.clear();
     }
   }
 }
 
-std::string Resolver::ask_upstream(const std::string& query) {
-  for (const Upstream& u : upstreams_) {
-    sys::UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(u.port);
-    to.sin_addr.s_addr = htonl(u.address);
-    if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 ||
-        ::send(s.get(), query.data(), query.size(), 0) < 0) {
+size_t Resolver::Loop::in_flight_of(uint32_t address) const {
+  return static_cast<size_t>(std::count_if(questions_.begin(), questions_.end(), [&](auto& q) {
+    return q.second.asker.address == address;
+  }));
+}
+
+size_t Resolver::Loop::connections_of(uint32_t address) const {
+  return static_cast<size_t>(std::count_if(connections_.begin(), connections_.end(),
+                                           [&](auto& c) { return c.second.address == address; }));
+}
+
+// The policy: what a box may ask, and what is answered here.
+void Resolver::Loop::ask(const std::string& query, const Asker& asker) {
+  try {
+    std::string name;
+    uint16_t type = 0;
+    std::optional<std::pair<uint32_t, Policy>> box = r_.network_.box_at(asker.address);
+    if (!dns::question(query, name, type)) {
+      if (query.size() < 12) return;
+      reply(asker, dns::error_reply(query, 1));  // FORMERR
+    } else if (!box) {
+      reply(asker, dns::error_reply(query, 5));
+    } else if (auto peer = r_.network_.peer(box->first, name)) {
+      reply(asker, dns::address_reply(query, type == 1 ? *peer : 0));
+    } else if (!box->second.allow_domains.empty()) {
+      const auto& allowed = box->second.allow_domains;
+      bool ok = std::any_of(allowed.begin(), allowed.end(),
+                            [&](const std::string& p) { return domain_matches(p, name); });
+      if (!ok) {
+        reply(asker, dns::error_reply(query, 3));
+      } else {
+        forward(query, name, type, asker, box->first);  // its A records admitted
+      }
+    } else if (box->second.mode == Policy::Mode::none || box->second.has_allow_list()) {
+      reply(asker, dns::error_reply(query, 5));  // nothing to look up: only listed addresses pass
+    } else {
+      forward(query, name, type, asker, std::nullopt);
+    }
+  } catch (const std::exception& e) {
+    sys::log(sys::LogLevel::warn, "the DNS resolver failed a question", {{"error", e.what()}});
+  }
+}
+
+void Resolver::Loop::forward(const std::string& query, std::string name, uint16_t type,
+                             const Asker& asker, std::optional<uint32_t> admit) {
+  if (questions_.size() >= r_.limits_.in_flight ||
+      in_flight_of(asker.address) >= r_.limits_.in_flight_per_box) {
+    reply(asker, dns::error_reply(query, 2));  // SERVFAIL: too many at once
+    return;
+  }
+  uint64_t serial = ++serial_;
+  Question& q = questions_[serial];
+  q.query = query;
+  q.name = std::move(name);
+  q.type = type;
+  q.asker = asker;
+  q.admit = admit;
+  if (auto c = connections_.find(asker.connection); c != connections_.end()) ++c->second.in_flight;
+  start(serial, q);
+}
+
+void Resolver::Loop::start(uint64_t serial, Question& q) {
+  for (; q.upstream < r_.upstreams_.size(); ++q.upstream, q.tcp = false) {
+    const Upstream& u = r_.upstreams_[q.upstream];
+    std::string id = sys::random_bytes(2);
+    q.id = static_cast<uint16_t>((static_cast<uint8_t>(id[0]) << 8) | static_cast<uint8_t>(id[1]));
+    std::string msg = q.query;
+    msg[0] = id[0];
+    msg[1] = id[1];
+    q.connected = false;
+    q.in.clear();
+    q.out.clear();
+    q.socket = sys::UniqueFd(
+        ::socket(AF_INET, (q.tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!q.socket) {
+      sys::log(sys::LogLevel::warn, "the DNS resolver has no socket for an upstream",
+               {{"error", std::strerror(errno)}});
       continue;
     }
-    pollfd p{s.get(), POLLIN, 0};
-    if (::poll(&p, 1, 2000) <= 0) continue;
-    std::string buf(4096, '\0');
-    ssize_t n = ::recv(s.get(), buf.data(), buf.size(), 0);
-    if (n >= 12 && buf[0] == query[0] && buf[1] == query[1])
-      return buf.substr(0, static_cast<size_t>(n));
+    sockaddr_in to = ipv4(u.address, u.port);
+    // Connected: the kernel passes on only what comes from the upstream's address and port.
+    if (::connect(q.socket.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 &&
+        !(q.tcp && errno == EINPROGRESS)) {
+      continue;
+    }
+    if (q.tcp) {
+      q.out = framed(msg);
+    } else if (::send(q.socket.get(), msg.data(), msg.size(), MSG_DONTWAIT) < 0) {
+      continue;
+    }
+    q.deadline = Clock::now() + r_.limits_.upstream_timeout;
+    return;
   }
-  return "";
+  finish(serial, std::move(q.truncated));
 }
 
-void Resolver::answer(const std::string& query, uint32_t from_address, uint16_t from_port) {
+// This try failed: the next upstream, over UDP.
+void Resolver::Loop::next(uint64_t serial, Question& q) {
+  ++q.upstream;
+  q.tcp = false;
+  start(serial, q);
+}
+
+bool Resolver::Loop::matches(const Question& q, const std::string& answer) const {
+  if (answer.size() < 12 || static_cast<uint8_t>(answer[0]) != (q.id >> 8) ||
+      static_cast<uint8_t>(answer[1]) != (q.id & 0xff) || !(answer[2] & 0x80)) {
+    return false;
+  }
+  if (answer[4] == 0 && answer[5] == 0) return true;  // no question (some errors): by its id
   std::string name;
   uint16_t type = 0;
-  std::string reply;
-  std::optional<std::pair<uint32_t, Policy>> box = network_.box_at(from_address);
-  if (!dns::question(query, name, type)) {
-    if (query.size() < 12) return;
-    reply = dns::error_reply(query, 1);  // FORMERR
-  } else if (!box) {
-    reply = dns::error_reply(query, 5);
-  } else if (auto peer = network_.peer(box->first, name)) {
-    reply = dns::address_reply(query, type == 1 ? *peer : 0);
-  } else if (!box->second.allow_domains.empty()) {
-    const auto& allowed = box->second.allow_domains;
-    bool ok = std::any_of(allowed.begin(), allowed.end(),
-                          [&](const std::string& p) { return domain_matches(p, name); });
-    if (!ok) {
-      reply = dns::error_reply(query, 3);
-    } else {
-      reply = ask_upstream(query);
-      if (reply.empty()) reply = dns::error_reply(query, 2);
-      auto records = dns::a_records(reply);
-      if (!records.empty()) network_.admit(box->first, records);
+  return dns::question(answer, name, type) && name == q.name && type == q.type;
+}
+
+void Resolver::Loop::on_question(uint64_t serial, short revents) {
+  auto it = questions_.find(serial);
+  if (it == questions_.end()) return;
+  Question& q = it->second;
+  int fd = q.socket.get();
+  if (!q.tcp) {
+    for (;;) {
+      ssize_t n = ::recv(fd, buf_.data(), buf_.size(), MSG_DONTWAIT);
+      if (n < 0) {
+        // Refused (ICMP): the next upstream at once.
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) next(serial, q);
+        return;
+      }
+      std::string answer = buf_.substr(0, static_cast<size_t>(n));
+      if (matches(q, answer)) return got(serial, q, std::move(answer));
+      // Else a stray or forged datagram: still waiting.
     }
-  } else if (box->second.mode == Policy::Mode::none || box->second.has_allow_list()) {
-    reply = dns::error_reply(query, 5);  // nothing to look up: only listed addresses pass
-  } else {
-    reply = ask_upstream(query);
-    if (reply.empty()) reply = dns::error_reply(query, 2);
   }
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(from_port);
-  to.sin_addr.s_addr = htonl(from_address);
-  ::sendto(socket_.get(), reply.data(), reply.size(), MSG_DONTWAIT,
-           reinterpret_cast<sockaddr*>(&to), sizeof to);
+  if (revents & POLLOUT) {
+    if (!q.connected) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        return next(serial, q);
+      }
+      q.connected = true;
+    }
+    if (!flush(fd, q.out)) return next(serial, q);
+  }
+  if (revents & (POLLIN | POLLHUP | POLLERR)) {
+    if (!fill(fd, q.in, 2 + kMaxMessage - q.in.size())) {
+      if (!frame(q.in)) return next(serial, q);
+    }
+    if (std::optional<size_t> len = frame(q.in)) {
+      std::string answer = q.in.substr(2, *len);
+      if (!matches(q, answer)) return next(serial, q);
+      got(serial, q, std::move(answer));
+    }
+  }
+}
+
+void Resolver::Loop::got(uint64_t serial, Question& q, std::string answer) {
+  bool truncated = answer[2] & 0x02;
+  if (truncated && !q.tcp && q.asker.connection) {
+    q.tcp = true;  // the same upstream, over TCP
+    q.truncated = std::move(answer);
+    start(serial, q);
+    return;
+  }
+  finish(serial, std::move(answer));
+}
+
+void Resolver::Loop::finish(uint64_t serial, std::string answer) {
+  auto it = questions_.find(serial);
+  if (it == questions_.end()) return;
+  Question q = std::move(it->second);
+  questions_.erase(it);
+  if (q.asker.connection) {
+    if (auto c = connections_.find(q.asker.connection); c != connections_.end())
+      --c->second.in_flight;
+  }
+  if (answer.empty()) {
+    answer = dns::error_reply(q.query, 2);  // SERVFAIL: no upstream answered
+  } else {
+    answer[0] = q.query[0];  // the box's own id
+    answer[1] = q.query[1];
+  }
+  try {
+    if (q.admit) {
+      auto records = dns::a_records(answer);
+      if (!records.empty()) r_.network_.admit(*q.admit, records);
+    }
+  } catch (const std::exception& e) {
+    // Unanswered: an address the box may not reach would only fail it later.
+    sys::log(sys::LogLevel::warn, "the DNS resolver failed a question", {{"error", e.what()}});
+    return;
+  }
+  reply(q.asker, answer);
+}
+
+void Resolver::Loop::reply(const Asker& asker, const std::string& msg) {
+  if (!asker.connection) {
+    sockaddr_in to = ipv4(asker.address, asker.port);
+    ::sendto(r_.udp_.get(), msg.data(), msg.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&to),
+             sizeof to);
+    return;
+  }
+  auto it = connections_.find(asker.connection);
+  if (it == connections_.end() || !it->second.socket || msg.size() > kMaxMessage) return;
+  it->second.out += framed(msg);
 }
 
 }  // namespace pitbox::net
