@@ -464,6 +464,13 @@ size_t Resolver::Loop::connections_of(uint32_t address) const {
                                            [&](auto& c) { return c.second.address == address; }));
 }
 
+namespace {
+bool domain_allowed(const Policy& policy, const std::string& name) {
+  return std::any_of(policy.allow_domains.begin(), policy.allow_domains.end(),
+                     [&](const std::string& p) { return domain_matches(p, name); });
+}
+}  // namespace
+
 // The policy: what a box may ask, and what is answered here.
 void Resolver::Loop::ask(const std::string& query, const Asker& asker) {
   try {
@@ -478,10 +485,7 @@ void Resolver::Loop::ask(const std::string& query, const Asker& asker) {
     } else if (auto peer = r_.network_.peer(box->first, name)) {
       reply(asker, dns::address_reply(query, type == 1 ? *peer : 0));
     } else if (!box->second.allow_domains.empty()) {
-      const auto& allowed = box->second.allow_domains;
-      bool ok = std::any_of(allowed.begin(), allowed.end(),
-                            [&](const std::string& p) { return domain_matches(p, name); });
-      if (!ok) {
+      if (!domain_allowed(box->second, name)) {
         reply(asker, dns::error_reply(query, 3));
       } else {
         forward(query, name, type, asker, box->first);  // its A records admitted
@@ -636,6 +640,9 @@ void Resolver::Loop::finish(uint64_t serial, std::string answer) {
   }
   try {
     if (q.admit) {
+      // The box may have gone, and another taken its slot, or its policy changed meanwhile.
+      auto box = r_.network_.box_at(q.asker.address);
+      if (!box || box->first != *q.admit || !domain_allowed(box->second, q.name)) return;
       auto records = dns::a_records(answer);
       if (!records.empty()) r_.network_.admit(*q.admit, records);
     }

@@ -467,6 +467,29 @@ TEST_F(ResolverTest, AnswersWhileAnUpstreamIsSlow) {
   EXPECT_EQ(entries("/proc/self/task"), threads);
 }
 
+// An answer that comes after the box's policy stopped allowing the name is neither admitted nor
+// passed on (a box that went, its slot taken by another, is the same case).
+TEST_F(ResolverTest, AnswersOutlivingThePolicyAreDropped) {
+  FakeUpstream upstream({{"held.allowed.test", {ip("198.18.0.11"), false, true}},
+                         {"other.test", {ip("198.18.0.12")}}});
+  box(1, Policy::from_json({{"allow_domains", {"*.allowed.test"}}}));
+  ResolverLimits limits;
+  limits.upstream_timeout = std::chrono::seconds(60);
+  Resolver resolver(net_, {upstream.upstream()}, limits);
+  sys::UniqueFd udp = socket_in(1, SOCK_DGRAM);
+  send_all(udp.get(), query("held.allowed.test", 1, 7));
+  ASSERT_TRUE(upstream.wait_asked("udp:held.allowed.test"));
+  net_.apply(1, Policy::from_json({{"allow_domains", {"other.test"}}}), "");
+  upstream.release();
+  // The held answer goes back first; what comes is the answer to a question asked after it.
+  send_all(udp.get(), query("other.test", 1, 8));
+  std::string r = receive(udp.get());
+  ASSERT_GE(r.size(), 12u);
+  EXPECT_EQ(id_of(r), 8);
+  EXPECT_EQ(admitted(1).find("198.18.0.11"), std::string::npos) << admitted(1);
+  EXPECT_NE(admitted(1).find("198.18.0.12"), std::string::npos) << admitted(1);
+}
+
 // Several questions on one connection, answered as they come (the second before the first).
 TEST_F(ResolverTest, SeveralQuestionsOnOneConnection) {
   FakeUpstream upstream({{"slow.test", {ip("198.18.0.1"), false, true}},
