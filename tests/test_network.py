@@ -303,6 +303,12 @@ class NetworkTest(DaemonTestCase):
         self.assertEqual(r["stdout"], "unresolved\n")
         self.assertTrue(self.py_fetch(box, "http://%s:8080/" % WORLD).startswith("failed"))
         self.assertTrue(self.py_fetch(box, "http://www.example.test:8080/").startswith("failed"))
+        # Over TCP too (glibc's use-vc), its address admitted alike.
+        tcp = self.create(image="host", network={"allow_domains": ["example.test"]})["id"]
+        self.assertTrue(self.py_fetch(tcp, "http://%s:8080/" % OTHER).startswith("failed"))
+        r = self.sh(tcp, "RES_OPTIONS=use-vc getent hosts example.test")
+        self.assertEqual(r["stdout"].split()[:1], [OTHER], r)
+        self.assertEqual(self.py_fetch(tcp, "http://%s:8080/" % OTHER), "hello from %s\n" % OTHER)
         # A wildcard admits the names below.
         wild = self.create(image="host", network={"allow_domains": ["*.example.test"]})["id"]
         self.assertEqual(self.py_fetch(wild, "http://www.example.test:8080/"),
