@@ -15,25 +15,31 @@ import time
 import api_bench
 
 
-def create_and_exec(pitbox, network, rounds):
+def create_and_exec(pitbox, rounds):
+    """Create-to-first-exec times of two daemons side by side, one without networks (serve
+    --network off) and one with (egress), taking turns so that both see the same machine."""
     work = tempfile.mkdtemp(prefix="pitbox-net-bench-")
-    daemon = api_bench.Daemon(pitbox, os.path.join(work, "state"),
-                              ["--pool", "0", "--network", network])
-    times = []
+    daemons = {}
+    times = {"off": [], "egress": []}
     try:
-        api = api_bench.Api(daemon.port, daemon.key)
+        for network in times:
+            daemons[network] = api_bench.Daemon(pitbox, os.path.join(work, network),
+                                                ["--pool", "0", "--network", network])
+        apis = {n: api_bench.Api(d.port, d.key) for n, d in daemons.items()}
         time.sleep(1)  # the namespaces made ahead
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            box = api.call("POST", "/v1/sandboxes", {"image": "busybox"})["id"]
-            api.call("POST", "/v1/sandboxes/%s/exec" % box, {"cmd": ["true"]})
-            times.append(time.perf_counter() - t0)
-            api.call("DELETE", "/v1/sandboxes/" + box)
-            time.sleep(0.02)  # let the pool refill, as between creates of an agent
+            for network, api in apis.items():
+                t0 = time.perf_counter()
+                box = api.call("POST", "/v1/sandboxes", {"image": "busybox"})["id"]
+                api.call("POST", "/v1/sandboxes/%s/exec" % box, {"cmd": ["true"]})
+                times[network].append(time.perf_counter() - t0)
+                api.call("DELETE", "/v1/sandboxes/" + box)
+                time.sleep(0.02)  # let the pool refill, as between creates of an agent
     finally:
-        daemon.stop()
+        for d in daemons.values():
+            d.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return times
+    return times["off"], times["egress"]
 
 
 def get(port, path, headers, host="127.0.0.1"):
@@ -102,8 +108,7 @@ def proxy(pitbox, rounds):
 
 
 def run(pitbox, rounds=100):
-    off = create_and_exec(pitbox, "off", rounds)
-    on = create_and_exec(pitbox, "egress", rounds)
+    off, on = create_and_exec(pitbox, rounds)
     p = proxy(pitbox, rounds * 3)
     ms = lambda s: s * 1e3
     pct = api_bench.pct
@@ -112,8 +117,8 @@ def run(pitbox, rounds=100):
     lines = [
         "## Networks and preview links",
         "",
-        "Create-to-first-exec of a `busybox` box through the API, with no warm pool (`--pool 0`): "
-        "with a network (`--network egress`: a namespace made ahead, its rules applied before "
+        "Create-to-first-exec of a `busybox` box through the API, with no warm pool (`--pool 0`), "
+        "two daemons taking turns: with a network (`--network egress`: a namespace made ahead, its rules applied before "
         "start) against loopback only (`--network off`). Then a small file (6 bytes) and a 1 GiB "
         "one served by busybox httpd in a box: straight to the box's address from the host, and "
         "through its preview link (by host; the daemon opens a new connection to the app per request, "
