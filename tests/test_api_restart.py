@@ -2,13 +2,16 @@
 and auto-stop, auto-delete and ephemeral boxes work across restarts."""
 
 import glob
+import ipaddress
 import os
+import re
 import signal
+import subprocess
 import time
 import unittest
 
 from daemon import DaemonTestCase, q
-from pitbox_test import CGROUP_PARENT
+from pitbox_test import CGROUP_PARENT, fnv1a
 
 
 def kill_box_from_host(box_id):
@@ -73,6 +76,47 @@ class RestartTest(LifecycleTestCase):
         self.assertEqual(self.ok("POST", "/v1/sandboxes/casualty/start")["state"], "started")
         self.assertEqual(self.ok("GET", "/v1/sandboxes/resting")["state"], "stopped")
         self.assertEqual(len(self.ok("GET", "/v1/sandboxes")["items"]), 3)
+
+    def test_kill_9_leaves_no_network_behind(self):
+        tag = fnv1a(self.env.state)[:4]
+        first = int(ipaddress.IPv4Address("10.88.0.2"))  # the default range's first box
+
+        def slot(sb):
+            return int(ipaddress.IPv4Address(sb["network"]["address"])) - first
+
+        def links():
+            out = subprocess.run(["ip", "-o", "link"], check=True, capture_output=True,
+                                 text=True).stdout
+            return {int(n) for n in re.findall(r"^\d+: pb%s-(\d+)[@:]" % tag, out, re.M)}
+
+        def chains():
+            out = subprocess.run(["nft", "list", "table", "inet", "pitbox_" + tag],
+                                 capture_output=True, text=True).stdout
+            return {int(n) for n in re.findall(r"chain box_(\d+)", out)}
+
+        survivor = self.create(name="net-survivor")
+        casualty = self.create(name="net-casualty")
+        self.assertTrue({slot(survivor), slot(casualty)} <= links() & chains())
+        self.daemon.kill9()
+        kill_box_from_host(casualty["id"])
+        time.sleep(0.3)
+        # The namespaces the daemon made ahead went with it, the dead box's with its last
+        # process: links are left only for boxes that run (whose rules stay in force).
+        self.assertIn(slot(survivor), links())
+        self.assertNotIn(slot(casualty), links())
+        self.assertLessEqual(links(), chains())
+        self.daemon.start()
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/net-casualty")["state"], "stopped")
+        # The table is built afresh: no rules for the dead box, none without a link; the
+        # survivor keeps its address, link and rules.
+        self.assertNotIn(slot(casualty), chains())
+        self.assertLessEqual(chains(), links())
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/net-survivor")["network"]["address"],
+                         survivor["network"]["address"])
+        self.assertIn(slot(survivor), chains())
+        # The dead one starts again with a network.
+        again = self.ok("POST", "/v1/sandboxes/net-casualty/start")
+        self.assertIn(slot(again), links() & chains())
 
     def test_sigterm_detaches_and_a_restart_reattaches(self):
         self.create(name="calm")
