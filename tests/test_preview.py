@@ -251,6 +251,28 @@ class PreviewTest(DaemonTestCase):
             self.assertEqual(r.json()["error"]["details"]["field"], "port")
         self.assertEqual(self.api("PUT", "/v1/sandboxes/nope/ports/80/public").status, 404)
 
+    def test_previews_count_as_activity(self):
+        sb = self.box(auto_stop_minutes=0.03)  # 1.8 s idle
+        self.serve(sb, "python3 -m http.server 8000", 8000)
+        headers = {"X-Pitbox-Preview-Token": self.link(sb, 8000)["token"]}
+        deadline = time.time() + 3.5
+        while time.time() < deadline:
+            self.assertEqual(self.get("/index.html", host=self.host(sb, 8000), headers=headers)[0],
+                             200)
+            time.sleep(0.3)
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + sb["id"])["state"], "started")
+        # A paused box is resumed by its preview.
+        self.ok("POST", "/v1/sandboxes/%s/pause" % sb["id"])
+        status, _, body = self.get("/index.html", host=self.host(sb, 8000), headers=headers)
+        self.assertEqual((status, body), (200, b"hello from the box\n"))
+        self.assertEqual(self.ok("GET", "/v1/sandboxes/" + sb["id"])["state"], "started")
+        # Left alone, it stops (watched through the list: a call on the box is activity too).
+        deadline = time.time() + 10
+        while next(s["state"] for s in self.ok("GET", "/v1/sandboxes?limit=1000")["items"]
+                   if s["id"] == sb["id"]) != "stopped":
+            self.assertLess(time.time(), deadline, "the idle box did not stop")
+            time.sleep(0.2)
+
     def test_the_cli(self):
         self.env.env["PITBOX_API_URL"] = self.daemon.url
         r = self.pitbox("create", "--image", "host", "--network", "none", "--name", "clibox")
