@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 
 #include "api/server.h"
@@ -36,6 +37,10 @@ sys::UniqueFd lock_state_dir(const std::string& state_dir) {
 }  // namespace
 
 int run_daemon(const DaemonOptions& options) {
+  // A peer that goes makes writes fail with EPIPE rather than end the daemon: Asio's sends say
+  // MSG_NOSIGNAL, but splice (preview bodies) cannot. Boxes do not inherit it (their init resets
+  // every signal); helpers the daemon runs (pitbox-nft, mkfs.btrfs) do, and see EPIPE instead.
+  ::signal(SIGPIPE, SIG_IGN);
   try {
     sys::make_dirs(options.state_dir, 0711);
     sys::UniqueFd lock = lock_state_dir(options.state_dir);

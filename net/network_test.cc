@@ -29,9 +29,14 @@ class NetworkTest : public ::testing::Test {
     return o;
   }
   bool host_has_link(const std::string& name) { return sys::Netlink().link_index(name) != 0; }
+  // The rules of this test's table ("" when it has none): other tests (the resolver's) may
+  // have tables of their own meanwhile.
   std::string ruleset() {
     Nft nft(PITBOX_NFT_PATH);
-    return nft.run("list ruleset");
+    std::string all = nft.run("list ruleset");
+    size_t at = all.find("table inet pitbox_" + tag_ + " ");
+    if (at == std::string::npos) return "";
+    return all.substr(at, all.find("\ntable ", at) - at);
   }
   std::string tag_ = random_tag();
 };

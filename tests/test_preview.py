@@ -7,6 +7,7 @@ import http.client
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 import unittest
@@ -52,6 +53,16 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)
+            return
+        if self.path == "/big":  # 1 GB, until the client goes
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"z" * 10**6)
+            except OSError:
+                pass
+            self.close_connection = True
             return
         if self.path == "/short":
             self.send_header("Content-Length", "5000000")
@@ -202,6 +213,17 @@ class PreviewTest(DaemonTestCase):
         conn.request("GET", "/chunked", headers=headers)
         r = conn.getresponse()
         self.assertEqual((r.status, r.read()), (200, b"one two three"))
+        # Clients that go mid-download (closing, or resetting): the daemon carries on.
+        for linger in (False, True):
+            c = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
+            c.sendall(("GET /big HTTP/1.1\r\nHost: %s\r\nX-Pitbox-Preview-Token: %s\r\n\r\n" %
+                       (headers["Host"], headers["X-Pitbox-Preview-Token"])).encode())
+            self.assertTrue(c.recv(65536).startswith(b"HTTP/1.1 200"))
+            if linger:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            time.sleep(0.3)
+            self.assertEqual(self.ok("GET", "/v1/sandboxes/" + sb["id"])["id"], sb["id"])
         # An app that ends before the length it announced: the client's answer ends too.
         conn.request("GET", "/short", headers=headers)
         r = conn.getresponse()
