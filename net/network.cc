@@ -249,12 +249,15 @@ void Network::release(uint32_t slot) {
                        "delete chain " + t + " box_" + n + "\n" +                                //
                        "add set " + t + " dns_" + n + " { type ipv4_addr; flags timeout; }\n" +  //
                        "delete set " + t + " dns_" + n + "\n";
-  std::lock_guard lock(mu_);
-  if (auto it = applied_.find(slot); it != applied_.end()) {
-    script += membership(slot, it->second.policy.networks, {});
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = applied_.find(slot); it != applied_.end()) {
+      script += membership(slot, it->second.policy.networks, {});
+    }
+    nft_.run(script);
+    applied_.erase(slot);
   }
-  nft_.run(script);
-  applied_.erase(slot);
+  std::lock_guard lock(links_mu_);
   host_.delete_link(link_name(slot));
 }
 
@@ -295,7 +298,7 @@ Attachment Network::prepare(uint32_t slot) {
     write_optional_sysctl("net.ipv6.conf.all.disable_ipv6", "1");
     write_optional_sysctl("net.ipv6.conf.default.disable_ipv6", "1");
   });
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(links_mu_);
   // A link of this name is a leftover: the slot is ours, machine-wide.
   host_.delete_link(a.host_link);
   host_.add_veth(a.host_link, "eth0", a.netns.get());

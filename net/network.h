@@ -91,8 +91,11 @@ class Network {
   NetworkOptions options_;
   sys::Ipv4Net range_;
   Nft nft_;
-  std::mutex mu_;
-  sys::Netlink host_;  // under mu_
+  // Links and rules have locks of their own: making a box's links ahead (milliseconds) holds
+  // up neither a create's rules nor the resolver.
+  std::mutex links_mu_;
+  sys::Netlink host_;  // under links_mu_
+  std::mutex mu_;      // the rules: applied_, and the order of nftables commands
   struct Rules {
     Policy policy;
     std::string name;
