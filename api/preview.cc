@@ -434,6 +434,9 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
   auto& head = request.get();
   bool upgrade = head.count(http::field::upgrade) > 0;
   std::string upgrade_to(head[http::field::upgrade]);
+  // A client that waits for a go-ahead before its body gets ours: the app gets the body anyway.
+  bool expects = beast::iequals(head[http::field::expect], "100-continue");
+  head.erase(http::field::expect);
   head.target(upstream_target);
   for (auto f : {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
                  http::field::te, http::field::trailer, http::field::upgrade}) {
@@ -459,13 +462,32 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
 
   bool response_begun = false;
   try {
+    if (expects && !request.is_done()) {
+      http::response<http::empty_body> go{http::status::continue_, 11};
+      co_await http::async_write(r.stream, go, asio::use_awaitable);
+    }
     co_await relay(r.stream, r.buffer, request, upstream);
     r.body_complete = true;
     beast::flat_buffer upstream_buffer;
-    http::response_parser<http::buffer_body> response;
-    response.body_limit(std::numeric_limits<std::uint64_t>::max());
-    co_await http::async_read_header(upstream, upstream_buffer, response, asio::use_awaitable);
-    auto& res = response.get();
+    std::optional<http::response_parser<http::buffer_body>> response;
+    for (;;) {
+      response.emplace();
+      response->body_limit(std::numeric_limits<std::uint64_t>::max());
+      if (r.method() == http::verb::head) response->skip(true);  // a length, but no body
+      co_await http::async_read_header(upstream, upstream_buffer, *response, asio::use_awaitable);
+      int code = response->get().result_int();
+      if (code / 100 != 1 || code == 101) break;
+      // Interim answers (103 Early Hints, ...) go on to HTTP/1.1 clients; the final one follows.
+      if (r.head.version() >= 11) {
+        http::response<http::empty_body> interim;
+        interim.version(11);
+        interim.result(static_cast<unsigned>(code));  // Beast names no 103: by its number
+        interim.reason(response->get().reason());
+        for (const auto& field : response->get()) interim.set(field.name_string(), field.value());
+        co_await http::async_write(r.stream, interim, asio::use_awaitable);
+      }
+    }
+    auto& res = response->get();
     r.status = res.result_int();
     if (upgrade && res.result() == http::status::switching_protocols) {
       // The app took the upgrade: from now on bytes, both ways, until either side ends.
@@ -507,7 +529,7 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
                                      ? std::string("pitbox/") + PITBOX_VERSION
                                      : std::string(res[http::field::server]));
     response_begun = r.headers_sent = true;
-    co_await relay(upstream, upstream_buffer, response, r.stream);
+    co_await relay(upstream, upstream_buffer, *response, r.stream);
     boxes.touch(sb.id);
   } catch (const boost::system::system_error& e) {
     if (!response_begun) {

@@ -46,8 +46,21 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
-    def do_GET(self):
+    def do_HEAD(self):
         self.send_response(200)
+        self.send_header("Content-Length", "12345")
+        self.end_headers()
+    def do_GET(self):
+        if self.path == "/hints":  # an interim answer first
+            self.send_response_only(103)
+            self.send_header("Link", "</a.css>; rel=preload")
+            self.end_headers()
+        self.send_response(200)
+        if self.path == "/hints":
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"hinted")
+            return
         if self.path == "/headers":
             out = str(self.headers).encode()
             self.send_header("Content-Length", str(len(out)))
@@ -210,9 +223,38 @@ class PreviewTest(DaemonTestCase):
             body = r.read()
             self.assertEqual(r.status, 200)
             self.assertEqual(body, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        # HEAD: a length, but no body to wait for; the connection goes on.
+        conn.request("HEAD", "/anything", headers=headers)
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.getheader("Content-Length"), r.read()), (200, "12345", b""))
         conn.request("GET", "/chunked", headers=headers)
         r = conn.getresponse()
         self.assertEqual((r.status, r.read()), (200, b"one two three"))
+        # A client that waits for a go-ahead before its body gets one; interim answers of the
+        # app reach the client before the final one.
+        head = "Host: %s\r\nX-Pitbox-Preview-Token: %s\r\n" % (
+            headers["Host"], headers["X-Pitbox-Preview-Token"])
+        c = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
+        c.sendall(("POST /echo HTTP/1.1\r\n%sContent-Length: 5\r\nExpect: 100-continue\r\n\r\n" %
+                   head).encode())
+        self.assertEqual(c.recv(65536), b"HTTP/1.1 100 Continue\r\n\r\n")
+        c.sendall(b"hello")
+        got = b""
+        while hashlib.sha256(b"hello").hexdigest().encode() + b"\nhello" not in got:
+            part = c.recv(65536)
+            self.assertTrue(part, got)
+            got += part
+        self.assertTrue(got.startswith(b"HTTP/1.1 200"), got)
+        c.sendall(("GET /hints HTTP/1.1\r\n%s\r\n" % head).encode())
+        got = b""
+        while not got.endswith(b"hinted"):
+            part = c.recv(65536)
+            self.assertTrue(part, got)
+            got += part
+        self.assertTrue(got.startswith(b"HTTP/1.1 103 Early Hints\r\n"), got)
+        self.assertIn(b"Link: </a.css>; rel=preload\r\n", got)
+        self.assertIn(b"\r\n\r\nHTTP/1.1 200 OK\r\n", got)
+        c.close()
         # Clients that go mid-download (closing, or resetting): the daemon carries on.
         for linger in (False, True):
             c = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
