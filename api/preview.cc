@@ -76,6 +76,22 @@ std::string without_cookie(std::string_view header, std::string& token) {
   return kept;
 }
 
+// The value of an "Authorization: Bearer pb_..." header (any case), if it carries one.
+std::optional<std::string> bearer_api_key(const http::request<http::empty_body>& head) {
+  auto auth = head[http::field::authorization];
+  std::string_view value(auth.data(), auth.size());
+  constexpr std::string_view kBearer = "bearer ";
+  if (value.size() <= kBearer.size() ||
+      !beast::iequals(beast::string_view(value.data(), kBearer.size()),
+                      beast::string_view(kBearer.data(), kBearer.size()))) {
+    return std::nullopt;
+  }
+  value.remove_prefix(kBearer.size());
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  if (value.substr(0, 3) != "pb_") return std::nullopt;
+  return std::string(value);
+}
+
 std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -347,18 +363,16 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
       without_cookie(std::string_view(cookie_field.data(), cookie_field.size()), cookie_token);
   if (!query_token.empty()) token = query_token;
   if (token.empty()) token = cookie_token;
-  // A public port: anyone. An API key that comes anyway is still kept from the app.
+  // A public port: anyone. Whatever let the request in, an API key never reaches the app (nor
+  // anything shaped like one: a revoked key, another daemon's).
   bool open = sb.public_ports.count(t.port) > 0;
+  std::optional<std::string> api_key = bearer_api_key(r.head);
   bool by_key = false;
-  if (token.empty() || open) {
-    auto auth = r.head[http::field::authorization];
-    std::string_view value(auth.data(), auth.size());
-    if (value.rfind("Bearer ", 0) == 0) {
-      by_key = services_.keys.authenticate(std::string(value.substr(7))).has_value();
-      if (!by_key && !open) {
-        co_return co_await send_page(r, 401, "Not allowed",
-                                     "The API key is not valid (unknown or revoked).");
-      }
+  if (token.empty() && !open && api_key) {
+    by_key = services_.keys.authenticate(*api_key).has_value();
+    if (!by_key) {
+      co_return co_await send_page(r, 401, "Not allowed",
+                                   "The API key is not valid (unknown or revoked).");
     }
   }
   if (!by_key && !open) {
@@ -403,6 +417,17 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
     }
   }
 
+  // A body the app could frame otherwise than we do is not passed on (request smuggling): a
+  // Transfer-Encoding other than chunked, or beside a Content-Length.
+  if (r.head.count(http::field::transfer_encoding) > 0 &&
+      (!r.head_parser.chunked() || r.head.count(http::field::content_length) > 0)) {
+    r.body_read = true;  // not read: the connection closes after the page
+    r.close = true;
+    co_return co_await send_page(r, 400, "Bad request",
+                                 "A request body whose Transfer-Encoding is not chunked, or that "
+                                 "also has a Content-Length, is not passed on.");
+  }
+
   // A connection to the port, made in the box.
   tcp::socket upstream(r.stream.get_executor());
   std::optional<Error> failed;
@@ -443,7 +468,7 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
     head.erase(f);
   }
   head.erase(kTokenHeader);
-  if (by_key) head.erase(http::field::authorization);  // the key is not the app's business
+  if (api_key) head.erase(http::field::authorization);  // the key is not the app's business
   head.erase(http::field::cookie);
   if (!cookies.empty()) head.set(http::field::cookie, cookies);
   std::string peer;
@@ -488,6 +513,15 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
       }
     }
     auto& res = response->get();
+    if (res.count(http::field::transfer_encoding) > 0) {
+      // Framed by chunks only; any other transfer coding could be read otherwise downstream.
+      if (!response->chunked()) {
+        throw boost::system::system_error(
+            http::error::bad_transfer_encoding,
+            "its Transfer-Encoding is not chunked, so its end is unclear");
+      }
+      res.erase(http::field::content_length);
+    }
     r.status = res.result_int();
     if (upgrade && res.result() == http::status::switching_protocols) {
       // The app took the upgrade: from now on bytes, both ways, until either side ends.

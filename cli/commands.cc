@@ -534,7 +534,7 @@ class Commands final : public ClientCommands {
     if (json_) return print(page["items"], true);
     std::vector<std::vector<std::string>> rows;
     for (const auto& p : page["items"]) {
-      rows.push_back({std::to_string(p["port"].get<int>()), p["public"].get<bool>() ? "yes" : "no",
+      rows.push_back({std::to_string(p["port"].get<int>()), p.value("public", false) ? "yes" : "no",
                       p["url"].get<std::string>()});
     }
     print_table({"PORT", "PUBLIC", "PREVIEW (with an API key, or: pitbox preview BOX PORT)"}, rows);

@@ -56,6 +56,12 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_header("Link", "</a.css>; rel=preload")
             self.end_headers()
         self.send_response(200)
+        if self.path == "/gzip-framed":  # a transfer coding that is not chunked
+            self.send_header("Transfer-Encoding", "gzip")
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"12345")
+            return
         if self.path == "/hints":
             self.send_header("Content-Length", "6")
             self.end_headers()
@@ -245,6 +251,15 @@ class PreviewTest(DaemonTestCase):
             self.assertTrue(part, got)
             got += part
         self.assertTrue(got.startswith(b"HTTP/1.1 200"), got)
+        # An API key that comes with a link stays with us too.
+        c.sendall(("GET /headers HTTP/1.1\r\n%sAuthorization: Bearer %s\r\n\r\n" %
+                   (head, self.daemon.admin_key)).encode())
+        got = b""
+        while b"X-Forwarded-Proto" not in got:
+            part = c.recv(65536)
+            self.assertTrue(part, got)
+            got += part
+        self.assertNotIn(self.daemon.admin_key.encode(), got)
         c.sendall(("GET /hints HTTP/1.1\r\n%s\r\n" % head).encode())
         got = b""
         while not got.endswith(b"hinted"):
@@ -255,6 +270,23 @@ class PreviewTest(DaemonTestCase):
         self.assertIn(b"Link: </a.css>; rel=preload\r\n", got)
         self.assertIn(b"\r\n\r\nHTTP/1.1 200 OK\r\n", got)
         c.close()
+        # Bodies another reader could frame otherwise are not passed on, either way.
+        for framing in ("Transfer-Encoding: gzip\r\nContent-Length: 5\r\n",
+                        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"):
+            c = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
+            c.sendall(("POST /echo HTTP/1.1\r\n%s%s\r\n5\r\nhello\r\n0\r\n\r\n" %
+                       (head, framing)).encode())
+            got = b""
+            while True:
+                part = c.recv(65536)
+                if not part:
+                    break
+                got += part
+            self.assertTrue(got.startswith(b"HTTP/1.1 400"), got)
+            c.close()
+        status, _, body = self.get("/gzip-framed", headers=headers)
+        self.assertEqual(status, 502)
+        self.assertIn(b"Transfer-Encoding is not chunked", body)
         # Clients that go mid-download (closing, or resetting): the daemon carries on.
         for linger in (False, True):
             c = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
@@ -297,6 +329,11 @@ class PreviewTest(DaemonTestCase):
         status, _, body = self.get(path, headers={"Authorization": "Bearer app-secret"})
         self.assertEqual(status, 200)
         self.assertIn(b"Authorization: Bearer app-secret", body)
+        # Nor anything shaped like a key (any case; unknown or revoked ones too).
+        for value in ("bearer " + self.daemon.admin_key, "Bearer pb_" + "x" * 43):
+            status, _, body = self.get(path, headers={"Authorization": value})
+            self.assertEqual(status, 200)
+            self.assertNotIn(b"Authorization", body)
         # Another port of the same box is not public.
         self.serve(sb, "python3 -m http.server 8000", 8000)
         self.assertEqual(self.get("/", host=self.host(sb, 8000))[0], 401)
