@@ -238,8 +238,8 @@ class Resolver::Loop {
     uint32_t address = 0;
     std::string in, out;
     size_t in_flight = 0;
-    bool closing = false;  // the box is done sending, or something failed
-    Clock::time_point active;
+    bool closing = false;      // the box is done sending, or something failed
+    Clock::time_point active;  // accepted, or its last whole question (trickled bytes do not count)
   };
 
   void receive_udp();
@@ -268,6 +268,7 @@ class Resolver::Loop {
   uint64_t serial_ = 0;
   std::map<uint64_t, Question> questions_;
   std::map<uint64_t, Connection> connections_;
+  Clock::time_point accept_paused_until_;  // out of fds: the listener waits until then
 };
 
 Resolver::Resolver(Network& network, std::vector<Upstream> upstreams, ResolverLimits limits)
@@ -307,12 +308,15 @@ void Resolver::Loop::run() {
   std::vector<pollfd> fds;
   std::vector<std::pair<bool, uint64_t>> what;
   for (;;) {
-    fds.assign(
-        {{r_.wake_.get(), POLLIN, 0}, {r_.udp_.get(), POLLIN, 0}, {r_.tcp_.get(), POLLIN, 0}});
-    what.clear();
     auto now = Clock::now();
     std::optional<Clock::time_point> wake_at;
     auto until = [&](Clock::time_point t) { wake_at = wake_at ? std::min(*wake_at, t) : t; };
+    bool accepting = now >= accept_paused_until_;
+    if (!accepting) until(accept_paused_until_);
+    fds.assign({{r_.wake_.get(), POLLIN, 0},
+                {r_.udp_.get(), POLLIN, 0},
+                {r_.tcp_.get(), static_cast<short>(accepting ? POLLIN : 0), 0}});
+    what.clear();
     for (auto& [serial, c] : connections_) {
       short events = 0;
       if (!c.closing && !frame(c.in)) events |= POLLIN;
@@ -378,9 +382,14 @@ void Resolver::Loop::accept_tcp() {
     socklen_t len = sizeof from;
     sys::UniqueFd s(::accept4(r_.tcp_.get(), reinterpret_cast<sockaddr*>(&from), &len,
                               SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!s) return;
+    if (!s) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        accept_paused_until_ = Clock::now() + std::chrono::milliseconds(100);  // not a spin
+      }
+      return;
+    }
     uint32_t address = ntohl(from.sin_addr.s_addr);
-    if (connections_.size() >= r_.limits_.connections ||
+    if (!r_.network_.box_at(address) || connections_.size() >= r_.limits_.connections ||
         connections_of(address) >= r_.limits_.connections_per_box) {
       continue;  // closed: the box asks again later, or over UDP
     }
@@ -414,9 +423,7 @@ void Resolver::Loop::on_connection(uint64_t serial, short revents) {
   if ((revents & POLLIN) && !c.closing && !frame(c.in)) {
     // Nothing is read while a whole message waits: `in` holds less than one and what came.
     size_t room = 2 + kMaxMessage - c.in.size();
-    size_t had = c.in.size();
     if (!fill(c.socket.get(), c.in, std::min<size_t>(room, 16384))) c.closing = true;
-    if (c.in.size() != had) c.active = Clock::now();
   }
 }
 
@@ -427,6 +434,7 @@ void Resolver::Loop::serve(Connection& c, uint64_t serial) {
     if (!len) break;
     std::string query = c.in.substr(2, *len);
     c.in.erase(0, 2 + *len);
+    c.active = Clock::now();
     ask(query, {c.address, 0, serial});
   }
   if (c.socket && !flush(c.socket.get(), c.out)) {
@@ -476,10 +484,12 @@ void Resolver::Loop::ask(const std::string& query, const Asker& asker) {
   try {
     std::string name;
     uint16_t type = 0;
+    if (query.size() < 12 || (query[2] & 0x80)) return;  // too short, or an answer: dropped
     std::optional<std::pair<uint32_t, Policy>> box = r_.network_.box_at(asker.address);
-    if (!dns::question(query, name, type)) {
-      if (query.size() < 12) return;
-      reply(asker, dns::error_reply(query, 1));  // FORMERR
+    if ((query[2] >> 3 & 0x0f) != 0) {
+      reply(asker, dns::error_reply(query, 4));  // NOTIMP: only standard queries go on
+    } else if (query[4] != 0 || query[5] != 1 || !dns::question(query, name, type)) {
+      reply(asker, dns::error_reply(query, 1));  // FORMERR: exactly one question
     } else if (!box) {
       reply(asker, dns::error_reply(query, 5));
     } else if (auto peer = r_.network_.peer(box->first, name)) {

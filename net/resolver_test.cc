@@ -409,19 +409,41 @@ TEST_F(ResolverTest, AnswersByPolicyOverUdpAndTcp) {
     ASSERT_EQ(dns::a_records(r).size(), 1u);
     EXPECT_EQ(sys::ipv4_str(dns::a_records(r)[0].first), "198.18.0.10");
     EXPECT_EQ(rcode_of(ask(3, tcp, query("free.test", 1))), 5);
-    EXPECT_EQ(rcode_of(ask(4, tcp, query("free.test", 1))), 5);
+    if (tcp) {
+      // Not a box: its connection is closed at once (it holds none of the boxes' room).
+      sys::UniqueFd s = socket_in(4, SOCK_STREAM);
+      EXPECT_TRUE(closed_by_peer(s.get()));
+    } else {
+      EXPECT_EQ(rcode_of(ask(4, tcp, query("free.test", 1))), 5);
+    }
     // A member of a box-to-box network: its peers by name, answered here.
     r = ask(5, tcp, query("db", 1, 0x0104));
     ASSERT_GE(r.size(), 12u);
     EXPECT_EQ(id_of(r), 0x0104);
     ASSERT_EQ(dns::a_records(r).size(), 1u);
     EXPECT_EQ(dns::a_records(r)[0].first, db);
-    // Not a question: FORMERR.
+    // Not a question: FORMERR; two questions: FORMERR; not a standard query (an UPDATE, say):
+    // NOTIMP, and the upstream hears of none of them. An answer sent to the resolver: dropped.
     std::string bad = query("free.test", 1).substr(0, 14);
     EXPECT_EQ(rcode_of(ask(2, tcp, bad)), 1);
+    std::string two = query("free.test", 1);
+    two[5] = 2;
+    EXPECT_EQ(rcode_of(ask(2, tcp, two)), 1);
+    std::string update = query("free.test", 1);
+    update[2] = static_cast<char>(5 << 3);
+    EXPECT_EQ(rcode_of(ask(2, tcp, update)), 4);
+    if (!tcp) {
+      sys::UniqueFd s = socket_in(2, SOCK_DGRAM);
+      std::string answer = query("free.test", 1);
+      answer[2] = static_cast<char>(0x80);
+      send_all(s.get(), answer);
+      send_all(s.get(), query("free.test", 1, 0x0105));
+      EXPECT_EQ(id_of(receive(s.get())), 0x0105);  // the answer got no reply
+    }
   }
   std::vector<std::string> asked = upstream.asked();
   EXPECT_EQ(asked, (std::vector<std::string>{"udp:udp.allowed.test", "udp:free.test",
+                                             "udp:free.test",  // the question after the answer
                                              "udp:tcp.allowed.test", "udp:free.test"}));
 }
 
@@ -624,6 +646,16 @@ TEST_F(ResolverTest, Limits) {
   sys::UniqueFd second = socket_in(1, SOCK_STREAM);
   EXPECT_TRUE(closed_by_peer(second.get()));
   EXPECT_TRUE(closed_by_peer(first.get()));
+
+  // Bytes that trickle in without making a question do not keep a connection open.
+  sys::UniqueFd trickle = socket_in(2, SOCK_STREAM);
+  std::string partial = framed(query("fast.test", 1, 4));
+  bool closed = false;
+  for (size_t i = 0; i + 1 < partial.size() && !closed; ++i) {
+    closed =
+        ::send(trickle.get(), &partial[i], 1, MSG_NOSIGNAL) != 1 || readable(trickle.get(), 100);
+  }
+  EXPECT_TRUE(closed);  // long before the whole question came
 }
 
 }  // namespace
