@@ -305,14 +305,27 @@ void LocalBox::stop(std::chrono::milliseconds grace) {
   if (!box_) return;
   if (grace.count() > 0) box_->wait(grace);
   std::exception_ptr failed;
+  // The slot is ours (not init's) until its network is gone: once init has ended, another box
+  // could take the slot, and its link and rules would be the ones removed. If init ended and
+  // another box has the slot already, nothing of the slot is ours to remove.
+  bool ours = true;
   try {
-    box_->destroy();  // kills what is left, removes the cgroup
+    ours = lease_.take_back(sys::ProcessRef::self());
   } catch (...) {
     failed = std::current_exception();
   }
+  try {
+    box_->destroy();  // kills what is left, removes the cgroup
+  } catch (...) {
+    if (!failed) failed = std::current_exception();
+  }
   box_.reset();
   try {
-    release_network();
+    if (ours) {
+      release_network();
+    } else {
+      networked_ = false;
+    }
   } catch (...) {
     if (!failed) failed = std::current_exception();
   }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "node/channel.h"
@@ -109,6 +110,30 @@ TEST_F(NetworkedBoxesTest, ABoxGetsItsAddressAndLeavesNoLink) {
   EXPECT_FALSE(host_has_link(link));
 }
 
+// A box whose init ended, and whose slot another box took before the stop: the stop leaves the
+// other box's link and rules alone.
+TEST_F(NetworkedBoxesTest, AStopLeavesTheNetworkOfWhoeverTookTheSlot) {
+  auto box = boxes_->create({.image = "busybox", .network = net::Policy{}});
+  BoxLocation where = box->location();
+  uint32_t slot = where.id_slot;
+  ::kill(where.init.pid, SIGKILL);
+  for (int i = 0; i < 200 && where.init.alive(); ++i) ::usleep(10000);
+  ASSERT_FALSE(where.init.alive());
+  // Another box takes the slot: its lease, a namespace and rules of its own.
+  IdLease taker = IdAllocator("/run/pitbox/ids").reclaim(slot, sys::ProcessRef::self());
+  net::Network& network = *boxes_->network();
+  net::Attachment theirs = network.prepare(slot);
+  network.apply(slot, net::Policy::from_json("none"), "taker");
+  box->stop();
+  EXPECT_TRUE(host_has_link(network.link_name(slot)));
+  auto rules = network.box_at(network.address_of(slot));
+  ASSERT_TRUE(rules);
+  EXPECT_EQ(rules->second.mode, net::Policy::Mode::none);
+  network.release(slot);
+  taker.release();
+  box->destroy();
+}
+
 TEST_F(NetworkedBoxesTest, WithoutAPolicyOnlyLoopback) {
   auto box = boxes_->create({.image = "busybox"});
   EXPECT_TRUE(box->location().address.empty());
@@ -170,6 +195,34 @@ TEST_F(BoxesTest, ABoxOutlivesItsNodeAndIsFoundAgain) {
   EXPECT_EQ(out, "survivor\n");
   again->destroy();
   EXPECT_FALSE(where.init.alive());
+}
+
+TEST(IdLeaseTest, TakeBackOnlyWhatIsStillOurs) {
+  IdAllocator ids("/run/pitbox/ids");
+  // Leased to a process that ends: the lease is free for anyone from then on.
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  sys::ProcessRef gone = sys::ProcessRef::of(child);
+  IdLease lease = ids.acquire(sys::ProcessRef::self());
+  lease.transfer(gone);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  // Nobody took it yet: it is ours again, and nobody else gets it now.
+  EXPECT_TRUE(lease.take_back(sys::ProcessRef::self()));
+  EXPECT_THROW(ids.reclaim(lease.slot(), gone), Error);
+  // Another took it after its owner ended: not ours, and our release leaves it to them.
+  lease.transfer(gone);
+  IdLease taker = ids.reclaim(lease.slot(), sys::ProcessRef::self());
+  uint32_t slot = lease.slot();
+  EXPECT_FALSE(lease.take_back(sys::ProcessRef::self()));
+  EXPECT_FALSE(lease.valid());
+  lease.release();
+  IdAllocator third("/run/pitbox/ids");
+  EXPECT_THROW(third.reclaim(slot, sys::ProcessRef::of(1)), Error);  // still the taker's
+  taker.release();
 }
 
 TEST_F(BoxesTest, ABoxThatDiedMeanwhileComesBackStopped) {

@@ -82,6 +82,20 @@ void IdLease::transfer(ProcessRef owner) {
   owner_ = owner;
 }
 
+bool IdLease::take_back(ProcessRef owner) {
+  if (path_.empty()) return false;
+  sys::UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd || ::flock(fd.get(), LOCK_EX) != 0) throw_errno("lease " + path_);
+  ProcessRef now = read_owner(fd.get());
+  if (now.pid != owner_.pid || now.start_time != owner_.start_time) {
+    path_.clear();
+    return false;
+  }
+  if (!write_owner(fd.get(), owner)) throw_errno("lease " + path_);
+  owner_ = owner;
+  return true;
+}
+
 void IdLease::release() {
   if (path_.empty()) return;
   sys::UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));

@@ -47,6 +47,9 @@ class IdLease {
   runtime::IdMapping ids() const { return {kIdBase + slot_ * kIdsPerBox, kIdsPerBox}; }
   // Hands the lease to another process (a box's init, once it runs).
   void transfer(ProcessRef owner);
+  // Makes `owner` the holder if the lease is still ours (its owner may have died, and another
+  // taken the slot since); false when it is not, and then this object holds nothing.
+  bool take_back(ProcessRef owner);
   void release();
   // Leaves the lease to its owner: nothing happens when this object goes (a daemon shutting down
   // while its boxes keep running).
