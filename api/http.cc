@@ -246,4 +246,18 @@ void HangupWatch::cancel() {
   r_.stream.socket().cancel(ec);
 }
 
+std::optional<std::string_view> bearer_token(const http::request<http::empty_body>& head) {
+  auto header = head[http::field::authorization];
+  std::string_view value(header.data(), header.size());
+  constexpr std::string_view kBearer = "bearer ";
+  if (value.size() <= kBearer.size() ||
+      !beast::iequals(beast::string_view(value.data(), kBearer.size()),
+                      beast::string_view(kBearer.data(), kBearer.size()))) {
+    return std::nullopt;
+  }
+  value.remove_prefix(kBearer.size());
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  return value;
+}
+
 }  // namespace pitbox::api

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "control/store.h"
@@ -119,5 +120,8 @@ class HangupWatch {
 
 // A JSON error body: {"error": {"code", "message", "details"}}.
 json error_body(const Error& e);
+
+// What follows "Bearer " (any case) in the Authorization header; none without such a header.
+std::optional<std::string_view> bearer_token(const http::request<http::empty_body>& head);
 
 }  // namespace pitbox::api

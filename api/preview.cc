@@ -76,20 +76,12 @@ std::string without_cookie(std::string_view header, std::string& token) {
   return kept;
 }
 
-// The value of an "Authorization: Bearer pb_..." header (any case), if it carries one.
+// The token of an "Authorization: Bearer pb_..." header, if it carries something shaped like
+// an API key.
 std::optional<std::string> bearer_api_key(const http::request<http::empty_body>& head) {
-  auto auth = head[http::field::authorization];
-  std::string_view value(auth.data(), auth.size());
-  constexpr std::string_view kBearer = "bearer ";
-  if (value.size() <= kBearer.size() ||
-      !beast::iequals(beast::string_view(value.data(), kBearer.size()),
-                      beast::string_view(kBearer.data(), kBearer.size()))) {
-    return std::nullopt;
-  }
-  value.remove_prefix(kBearer.size());
-  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-  if (value.substr(0, 3) != "pb_") return std::nullopt;
-  return std::string(value);
+  std::optional<std::string_view> token = bearer_token(head);
+  if (!token || token->substr(0, 3) != "pb_") return std::nullopt;
+  return std::string(*token);
 }
 
 std::string html_escape(const std::string& s) {
@@ -584,6 +576,14 @@ asio::awaitable<void> PreviewProxy::serve(Request& r, PreviewTarget t) {
 
 namespace {
 
+// A port of a sandbox as the API shows it.
+json port_json(const Request& r, const PreviewProxy& proxy, const control::Sandbox& sb, int port) {
+  return {{"port", port},
+          {"public", sb.public_ports.count(port) > 0},
+          {"url", proxy.host_url(r, sb.id, port)},
+          {"path_url", proxy.path_url(r, sb.id, port)}};
+}
+
 int port_param(const Request& r) {
   const std::string& text = r.params.at("port");
   int port = 0;
@@ -676,10 +676,7 @@ void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy)
                control::Sandbox sb = services.sandboxes.get(r.params.at("id"));
                json items = json::array();
                for (int port : services.sandboxes.listening_ports(sb.id)) {
-                 items.push_back({{"port", port},
-                                  {"public", sb.public_ports.count(port) > 0},
-                                  {"url", proxy.host_url(r, sb.id, port)},
-                                  {"path_url", proxy.path_url(r, sb.id, port)}});
+                 items.push_back(port_json(r, proxy, sb, port));
                }
                json page = page_json(items, "");
                co_await send_json(r, 200, page);
@@ -718,10 +715,7 @@ void add_preview_routes(Router& router, Services& services, PreviewProxy& proxy)
                  control::Sandbox sb =
                      services.sandboxes.set_port_public(r.params.at("id"), port, open);
                  r.target = sb.id;
-                 json answer = {{"port", port},
-                                {"public", open},
-                                {"url", proxy.host_url(r, sb.id, port)},
-                                {"path_url", proxy.path_url(r, sb.id, port)}};
+                 json answer = port_json(r, proxy, sb, port);
                  co_await send_json(r, 200, answer);
                });
   }

@@ -134,19 +134,15 @@ asio::awaitable<void> Server::connection(tcp::socket socket) {
 }
 
 void Server::authenticate(Request& r, Access access) {
-  auto header = r.head[http::field::authorization];
-  std::string_view value(header.data(), header.size());
-  constexpr std::string_view kBearer = "Bearer ";
-  if (value.empty()) {
+  if (r.head[http::field::authorization].empty()) {
     throw Error(ErrorCode::unauthenticated,
                 "this call needs an API key: send the header \"Authorization: Bearer <key>\"");
   }
-  if (value.size() <= kBearer.size() ||
-      !beast::iequals(beast::string_view(value.data(), kBearer.size()),
-                      beast::string_view(kBearer.data(), kBearer.size()))) {
+  std::optional<std::string_view> token = bearer_token(r.head);
+  if (!token) {
     throw Error(ErrorCode::unauthenticated, "the Authorization header must be \"Bearer <key>\"");
   }
-  auto key = services_.keys.authenticate(std::string(value.substr(kBearer.size())));
+  auto key = services_.keys.authenticate(std::string(*token));
   if (!key)
     throw Error(ErrorCode::unauthenticated, "the API key is not valid (unknown or revoked)");
   r.key = key;

@@ -154,6 +154,19 @@ while True:
 """
 
 
+def read_until(c, done):
+    """What the socket `c` gives until done(bytes so far), or until it ends (done=None)."""
+    got = b""
+    while done is None or not done(got):
+        part = c.recv(65536)
+        if not part:
+            if done is None:
+                return got
+            raise AssertionError("the connection ended early: %r" % got)
+        got += part
+    return got
+
+
 class PreviewTest(DaemonTestCase):
     def box(self, **body):
         sb = self.create(image="host", **body)
@@ -245,27 +258,16 @@ class PreviewTest(DaemonTestCase):
                    head).encode())
         self.assertEqual(c.recv(65536), b"HTTP/1.1 100 Continue\r\n\r\n")
         c.sendall(b"hello")
-        got = b""
-        while hashlib.sha256(b"hello").hexdigest().encode() + b"\nhello" not in got:
-            part = c.recv(65536)
-            self.assertTrue(part, got)
-            got += part
+        echo = hashlib.sha256(b"hello").hexdigest().encode() + b"\nhello"
+        got = read_until(c, lambda got: echo in got)
         self.assertTrue(got.startswith(b"HTTP/1.1 200"), got)
         # An API key that comes with a link stays with us too.
         c.sendall(("GET /headers HTTP/1.1\r\n%sAuthorization: Bearer %s\r\n\r\n" %
                    (head, self.daemon.admin_key)).encode())
-        got = b""
-        while b"X-Forwarded-Proto" not in got:
-            part = c.recv(65536)
-            self.assertTrue(part, got)
-            got += part
+        got = read_until(c, lambda got: b"X-Forwarded-Proto" in got)
         self.assertNotIn(self.daemon.admin_key.encode(), got)
         c.sendall(("GET /hints HTTP/1.1\r\n%s\r\n" % head).encode())
-        got = b""
-        while not got.endswith(b"hinted"):
-            part = c.recv(65536)
-            self.assertTrue(part, got)
-            got += part
+        got = read_until(c, lambda got: got.endswith(b"hinted"))
         self.assertTrue(got.startswith(b"HTTP/1.1 103 Early Hints\r\n"), got)
         self.assertIn(b"Link: </a.css>; rel=preload\r\n", got)
         self.assertIn(b"\r\n\r\nHTTP/1.1 200 OK\r\n", got)
@@ -276,12 +278,7 @@ class PreviewTest(DaemonTestCase):
             c = socket.create_connection(("127.0.0.1", self.daemon.port), 10)
             c.sendall(("POST /echo HTTP/1.1\r\n%s%s\r\n5\r\nhello\r\n0\r\n\r\n" %
                        (head, framing)).encode())
-            got = b""
-            while True:
-                part = c.recv(65536)
-                if not part:
-                    break
-                got += part
+            got = read_until(c, None)
             self.assertTrue(got.startswith(b"HTTP/1.1 400"), got)
             c.close()
         status, _, body = self.get("/gzip-framed", headers=headers)
